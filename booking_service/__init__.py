@@ -1,0 +1,88 @@
+"""booking-service: event bookings that never overbook, however many instances run."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask
+
+from booking_service import config as config_module
+from booking_service import errors, metrics
+from booking_service.extensions import db, openapi, redis_client
+from booking_service.locking import locks
+from booking_service.services import accounts
+
+__version__ = "0.1.0"
+
+OPENAPI_SETTINGS = {
+    "API_TITLE": "booking-service",
+    "API_VERSION": "v1",
+    "OPENAPI_VERSION": "3.0.3",
+    "OPENAPI_URL_PREFIX": "/api",
+    "OPENAPI_JSON_PATH": "openapi.json",
+    "OPENAPI_SWAGGER_UI_PATH": "docs",
+    # Served by this app (static/vendor), so the docs work without internet access.
+    "OPENAPI_SWAGGER_UI_URL": "/static/vendor/",
+    "OPENAPI_REDOC_PATH": "redoc",
+    "OPENAPI_REDOC_URL": "/static/vendor/redoc/redoc.standalone.js",
+    "API_SPEC_OPTIONS": {
+        "info": {
+            "description": (
+                "Event bookings that never overbook. Errors are RFC 9457 problem+json with a "
+                "stable `code`; every 503 carries `Retry-After`. Lists are paginated with "
+                "`page`/`page_size` (max 100); totals are in the `X-Pagination` header."
+            )
+        },
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Opaque token from register or login.",
+                }
+            }
+        },
+    },
+}
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the application; ``config`` overrides settings read from the environment."""
+    app = Flask(__name__)
+    settings = config_module.from_environment()
+    settings.update(config or {})
+    config_module.validate(settings)
+    app.config.update(settings)
+    app.config.update(OPENAPI_SETTINGS)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    _configure_logging(app.config["LOG_LEVEL"])
+
+    db.init_app(app)
+    redis_client.init_app(app)
+    locks.configure(app.config, redis_client.get())
+    accounts.settings.password_hash_method = app.config["PASSWORD_HASH_METHOD"]
+    accounts.settings.token_ttl = timedelta(hours=app.config["TOKEN_TTL_HOURS"])
+
+    openapi.init_app(app)
+    from booking_service.api import auth, bookings, events, history, ops
+
+    for blueprint in (auth.blp, events.blp, bookings.blp, history.blp, ops.blp):
+        openapi.register_blueprint(blueprint)
+    errors.init_app(app)  # after openapi, so our problem+json handler wins
+    metrics.instrument(app)
+
+    from booking_service.cli import register_commands
+
+    register_commands(app)
+    return app
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
+    )
+    # python-redis-lock logs every acquire attempt; our own lock log lines say what matters.
+    logging.getLogger("redis_lock").setLevel(logging.ERROR)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -1,0 +1,70 @@
+"""Registration, sign-in and the current user."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from booking_service.api.common import auth_required, bearer_token, current_user, problems
+from booking_service.api.schemas import (
+    CustomerRegistrationSchema,
+    LoginSchema,
+    OrganizerRegistrationSchema,
+    SignedInSchema,
+    UserSchema,
+)
+from booking_service.errors import InvalidCredentials, UsernameTaken, ValidationFailed
+from booking_service.models import Role, User
+from booking_service.services import accounts
+
+blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Accounts and tokens")
+
+
+@blp.route("/register/organizer")
+class RegisterOrganizer(MethodView):
+    @blp.arguments(OrganizerRegistrationSchema)
+    @blp.response(201, SignedInSchema)
+    @problems(blp, ValidationFailed, UsernameTaken)
+    def post(self, body: dict[str, Any]) -> accounts.SignedIn:
+        """Register an organizer account and sign it in"""
+        return accounts.register(role=Role.ORGANIZER, **body)
+
+
+@blp.route("/register/customer")
+class RegisterCustomer(MethodView):
+    @blp.arguments(CustomerRegistrationSchema)
+    @blp.response(201, SignedInSchema)
+    @problems(blp, ValidationFailed, UsernameTaken)
+    def post(self, body: dict[str, Any]) -> accounts.SignedIn:
+        """Register a customer account and sign it in"""
+        return accounts.register(role=Role.CUSTOMER, **body)
+
+
+@blp.route("/login")
+class Login(MethodView):
+    @blp.arguments(LoginSchema)
+    @blp.response(200, SignedInSchema)
+    @problems(blp, ValidationFailed, InvalidCredentials)
+    def post(self, body: dict[str, Any]) -> accounts.SignedIn:
+        """Sign in with username and password; returns a new bearer token"""
+        return accounts.login(**body)
+
+
+@blp.route("/logout")
+class Logout(MethodView):
+    @auth_required(blp)
+    @blp.response(204)
+    def post(self) -> None:
+        """Revoke the token this request is made with"""
+        accounts.logout(user=current_user(), token=bearer_token())
+
+
+@blp.route("/me")
+class Me(MethodView):
+    @auth_required(blp)
+    @blp.response(200, UserSchema)
+    def get(self) -> User:
+        """Return the signed-in user, with role and organizer fields"""
+        return current_user()

@@ -1,0 +1,125 @@
+"""Bookings: book, list, cancel, reactivate, delete."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import url_for
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from flask_smorest.pagination import PaginationParameters
+
+from booking_service import metrics
+from booking_service.api.common import ID, auth_required, current_user, page_items, problems
+from booking_service.api.schemas import BookingCreateSchema, BookingQuerySchema, BookingSchema
+from booking_service.errors import (
+    AlreadyActive,
+    AlreadyBooked,
+    BookingNotFound,
+    DbUnavailable,
+    EventEnded,
+    EventFull,
+    EventNotFound,
+    EventStarted,
+    LockTimeout,
+    LockUnavailable,
+    NotActive,
+    ValidationFailed,
+)
+from booking_service.models import Booking, Role
+from booking_service.services import bookings
+
+blp = Blueprint("bookings", __name__, url_prefix="/api/v1/bookings", description="Bookings")
+
+LOCK_ERRORS = (LockTimeout, LockUnavailable, DbUnavailable)
+
+
+@blp.route("")
+class Bookings(MethodView):
+    @auth_required(blp)
+    @blp.arguments(BookingQuerySchema, location="query")
+    @blp.response(200, BookingSchema(many=True))
+    @blp.paginate()
+    @problems(blp, ValidationFailed)
+    def get(
+        self, query: dict[str, Any], pagination_parameters: PaginationParameters
+    ) -> list[Booking]:
+        """List bookings: a customer's own, or those of an organizer's events; newest first"""
+        page = bookings.list_bookings(
+            viewer=current_user(),
+            status=query.get("status"),
+            event_id=query.get("event_id"),
+            page=pagination_parameters.page,
+            page_size=pagination_parameters.page_size,
+        )
+        return page_items(page, pagination_parameters)
+
+    @auth_required(blp, Role.CUSTOMER)
+    @blp.arguments(BookingCreateSchema)
+    @blp.response(201, BookingSchema, headers={"Location": {"schema": {"type": "string"}}})
+    @problems(
+        blp,
+        ValidationFailed,
+        EventNotFound,
+        EventFull,
+        AlreadyBooked,
+        EventStarted,
+        EventEnded,
+        *LOCK_ERRORS,
+    )
+    def post(self, body: dict[str, Any]) -> tuple[Booking, dict[str, str]]:
+        """Book one seat on an event (customers); never overbooks"""
+        started = time.perf_counter()
+        try:
+            booking = bookings.create_booking(customer=current_user(), event_id=body["event_id"])
+        finally:
+            metrics.booking_request_seconds.observe(time.perf_counter() - started)
+        location = url_for("bookings.BookingDetail", booking_id=booking.id)
+        return booking, {"Location": location}
+
+
+@blp.route(f"/<{ID}:booking_id>")
+class BookingDetail(MethodView):
+    @auth_required(blp)
+    @blp.response(200, BookingSchema)
+    @problems(blp, BookingNotFound)
+    def get(self, booking_id: int) -> Booking:
+        """Return a booking to its customer or its event's organizer"""
+        return bookings.get_booking(viewer=current_user(), booking_id=booking_id)
+
+    @auth_required(blp, Role.CUSTOMER)
+    @blp.response(204)
+    @problems(blp, BookingNotFound)
+    def delete(self, booking_id: int) -> None:
+        """Delete a booking (its customer), freeing the seat if it was active"""
+        bookings.delete_booking(customer=current_user(), booking_id=booking_id)
+
+
+@blp.route(f"/<{ID}:booking_id>/cancel")
+class CancelBooking(MethodView):
+    @auth_required(blp, Role.CUSTOMER)
+    @blp.response(200, BookingSchema)
+    @problems(blp, BookingNotFound, NotActive, EventStarted, EventEnded)
+    def post(self, booking_id: int) -> Booking:
+        """Cancel a booking before its event starts (its customer), freeing the seat"""
+        return bookings.cancel_booking(customer=current_user(), booking_id=booking_id)
+
+
+@blp.route(f"/<{ID}:booking_id>/reactivate")
+class ReactivateBooking(MethodView):
+    @auth_required(blp, Role.CUSTOMER)
+    @blp.response(200, BookingSchema)
+    @problems(
+        blp,
+        BookingNotFound,
+        AlreadyActive,
+        EventFull,
+        AlreadyBooked,
+        EventStarted,
+        EventEnded,
+        *LOCK_ERRORS,
+    )
+    def post(self, booking_id: int) -> Booking:
+        """Re-activate a cancelled booking if a seat is free (its customer)"""
+        return bookings.reactivate_booking(customer=current_user(), booking_id=booking_id)

@@ -1,0 +1,180 @@
+"""Request and response schemas (marshmallow); they also drive the OpenAPI document."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import marshmallow as ma
+
+from booking_service.api.common import id_field, text_field
+from booking_service.models import BookingStatus, Event
+from booking_service.services.events import WHEN_FILTERS
+from booking_service.services.history import ACTIONS, ENTITY_TYPES
+
+
+def timestamp(**kwargs: Any) -> ma.fields.AwareDateTime:
+    """ISO 8601 with a timezone; a timestamp without one is taken as UTC."""
+    return ma.fields.AwareDateTime(default_timezone=UTC, **kwargs)
+
+
+# --- accounts ---------------------------------------------------------------------------
+
+
+class UserSchema(ma.Schema):
+    id = ma.fields.Integer(dump_only=True)
+    username = ma.fields.String()
+    email = ma.fields.String()
+    first_name = ma.fields.String()
+    last_name = ma.fields.String()
+    role = ma.fields.String(metadata={"enum": ["organizer", "customer", "admin"]})
+    organization_name = ma.fields.String(allow_none=True)
+    business_address = ma.fields.String(allow_none=True)
+    created_at = timestamp()
+    updated_at = timestamp()
+
+
+class CustomerRegistrationSchema(ma.Schema):
+    username = text_field(
+        max_length=150,
+        required=True,
+        blank=False,
+        metadata={"description": "Unique, case-insensitive."},
+    )
+    password = ma.fields.String(
+        required=True,
+        load_only=True,
+        validate=[ma.validate.Length(min=8, max=128)],
+        metadata={"description": "8 to 128 characters."},
+    )
+    email = ma.fields.Email(required=True, validate=ma.validate.Length(max=254))
+    first_name = text_field(max_length=150, load_default="")
+    last_name = text_field(max_length=150, load_default="")
+
+
+class OrganizerRegistrationSchema(CustomerRegistrationSchema):
+    organization_name = text_field(max_length=200, required=True, blank=False)
+    business_address = text_field(max_length=1000, load_default=None, allow_none=True)
+
+
+class LoginSchema(ma.Schema):
+    username = text_field(max_length=150, required=True)
+    password = ma.fields.String(required=True, load_only=True, validate=ma.validate.Length(max=128))
+
+
+class SignedInSchema(ma.Schema):
+    user = ma.fields.Nested(UserSchema)
+    token = ma.fields.String(
+        metadata={"description": "Bearer token: send as 'Authorization: Bearer <token>'."}
+    )
+
+
+# --- events -----------------------------------------------------------------------------
+
+
+class EventSchema(ma.Schema):
+    id = ma.fields.Integer(dump_only=True)
+    title = ma.fields.String()
+    description = ma.fields.String()
+    start_time = timestamp()
+    end_time = timestamp()
+    capacity = ma.fields.Integer()
+    booked_count = ma.fields.Integer()
+    available_slots = ma.fields.Integer()
+    is_full = ma.fields.Boolean()
+    is_past = ma.fields.Method("_is_past", metadata={"type": "boolean"})
+    is_ongoing = ma.fields.Method("_is_ongoing", metadata={"type": "boolean"})
+    organizer_id = ma.fields.Integer()
+    created_at = timestamp()
+    updated_at = timestamp()
+
+    def _is_past(self, event: Event) -> bool:
+        return event.is_past_at(datetime.now(UTC))
+
+    def _is_ongoing(self, event: Event) -> bool:
+        return event.is_ongoing_at(datetime.now(UTC))
+
+
+CAPACITY = {"validate": ma.validate.Range(min=1, max=1_000_000), "strict": True}
+
+
+class EventCreateSchema(ma.Schema):
+    title = text_field(max_length=200, required=True, blank=False)
+    description = text_field(max_length=10_000, load_default="")
+    start_time = timestamp(required=True, metadata={"description": "Must be in the future."})
+    end_time = timestamp(required=True, metadata={"description": "Must be after start_time."})
+    capacity = ma.fields.Integer(required=True, **CAPACITY)
+
+
+class EventUpdateSchema(ma.Schema):
+    title = text_field(max_length=200, blank=False)
+    description = text_field(max_length=10_000)
+    start_time = timestamp()
+    end_time = timestamp()
+    capacity = ma.fields.Integer(
+        metadata={"description": "Cannot go below booked_count (409 capacity_below_bookings)."},
+        **CAPACITY,
+    )
+
+    @ma.validates_schema
+    def _not_empty(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not data:
+            raise ma.ValidationError("Send at least one field to change.")
+
+
+class EventQuerySchema(ma.Schema):
+    when = ma.fields.String(validate=ma.validate.OneOf(WHEN_FILTERS))
+    mine = ma.fields.Boolean(
+        load_default=False, metadata={"description": "Only my events (organizers)."}
+    )
+
+
+# --- bookings ---------------------------------------------------------------------------
+
+BOOKING_STATUSES = [status.value for status in BookingStatus]
+
+
+class BookingSchema(ma.Schema):
+    id = ma.fields.Integer(dump_only=True)
+    event_id = ma.fields.Integer()
+    customer_id = ma.fields.Integer()
+    status = ma.fields.String(metadata={"enum": BOOKING_STATUSES})
+    created_at = timestamp()
+    updated_at = timestamp()
+
+
+class BookingCreateSchema(ma.Schema):
+    event_id = id_field(required=True)
+
+
+class BookingQuerySchema(ma.Schema):
+    status = ma.fields.String(validate=ma.validate.OneOf(BOOKING_STATUSES))
+    event_id = id_field()
+
+
+class EventBookingQuerySchema(ma.Schema):
+    status = ma.fields.String(validate=ma.validate.OneOf(BOOKING_STATUSES))
+
+
+# --- history ----------------------------------------------------------------------------
+
+
+class HistoryEntrySchema(ma.Schema):
+    id = ma.fields.Integer()
+    action = ma.fields.String(metadata={"enum": list(ACTIONS)})
+    entity_type = ma.fields.String(metadata={"enum": list(ENTITY_TYPES)})
+    entity_id = ma.fields.Integer()
+    details = ma.fields.Dict()
+    created_at = timestamp()
+
+
+class HistoryQuerySchema(ma.Schema):
+    action = ma.fields.String(validate=ma.validate.OneOf(ACTIONS))
+    entity_type = ma.fields.String(validate=ma.validate.OneOf(ENTITY_TYPES))
+    since = timestamp(metadata={"description": "Entries at or after this time."})
+    until = timestamp(metadata={"description": "Entries at or before this time."})
+
+    @ma.validates_schema
+    def _ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("since") and data.get("until") and data["since"] > data["until"]:
+            raise ma.ValidationError("Must not be before since.", "until")

@@ -1,0 +1,120 @@
+"""``flask`` commands: init-db, seed-demo, create-admin, check-invariants."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+
+import click
+from flask import Flask, current_app
+
+from booking_service import database
+from booking_service.errors import UsernameTaken
+from booking_service.extensions import db
+from booking_service.models import Booking, BookingStatus, Event, Role, User
+from booking_service.services import accounts, invariants
+
+DEMO_PASSWORD = "demo-password"
+DEMO_ORGANIZERS = [("alice", "Alice Events Ltd"), ("bob", "Bob's Venues")]
+DEMO_CUSTOMERS = ["carol", "dave", "erin", "frank", "grace"]
+
+
+@click.command("init-db")
+def init_db() -> None:
+    """Create the database if it is missing and apply migrations."""
+    url = current_app.config["DATABASE_URL"]
+    if database.ensure_database(url):
+        click.echo("created the database")
+    database.upgrade(url)
+    click.echo("schema is up to date")
+
+
+@click.command("create-admin")
+@click.option("--username", required=True)
+@click.option("--email", default="")
+@click.password_option()
+def create_admin(username: str, email: str, password: str) -> None:
+    """Create an admin account (may read the live lock view and the ops dashboard)."""
+    try:
+        user = accounts.create_admin(username=username, password=password, email=email)
+    except UsernameTaken:
+        raise click.ClickException(f"username {username!r} is taken") from None
+    click.echo(f"created admin {user.username} (id {user.id})")
+
+
+@click.command("check-invariants")
+def check_invariants() -> None:
+    """Compare booked_count with the booking rows; exit 1 on any drift."""
+    drift = invariants.find_drift()
+    for item in drift:
+        click.echo(f"event {item.event_id}: {item.problem}")
+    if drift:
+        click.echo(f"{len(drift)} problem(s) found", err=True)
+        sys.exit(1)
+    click.echo("ok: every booked_count matches its active bookings; no duplicates")
+
+
+def _demo_user(username: str, role: Role, organization: str | None = None) -> User:
+    try:
+        return accounts.register(
+            role=role,
+            username=username,
+            password=DEMO_PASSWORD,
+            email=f"{username}@example.com",
+            first_name=username.capitalize(),
+            organization_name=organization,
+        ).user
+    except UsernameTaken:
+        with db.transaction() as session:
+            user = session.query(User).filter(User.username == username).one()
+        return user
+
+
+@click.command("seed-demo")
+def seed_demo() -> None:
+    """Add demo organizers, customers and events (upcoming, ongoing, past, almost full)."""
+    organizers = [_demo_user(name, Role.ORGANIZER, org) for name, org in DEMO_ORGANIZERS]
+    customers = [_demo_user(name, Role.CUSTOMER) for name in DEMO_CUSTOMERS]
+    with db.transaction() as session:
+        if session.query(Event).filter(Event.organizer_id == organizers[0].id).count():
+            click.echo("demo data already present")
+            return
+        now = datetime.now(UTC).replace(microsecond=0)
+        hour, day = timedelta(hours=1), timedelta(days=1)
+        # Inserted directly: the API refuses events that start in the past, by design.
+        plans = [
+            (organizers[0], "Python meetup", now + 7 * day, 3 * hour, 50, 2),
+            (organizers[0], "Jazz night", now + 14 * day, 4 * hour, 200, 3),
+            (organizers[1], "Chef's table (almost full)", now + 3 * day, 2 * hour, 5, 4),
+            (organizers[1], "Morning yoga (happening now)", now - hour, 2 * hour, 20, 2),
+            (organizers[0], "Spring conference (past)", now - 30 * day, 8 * hour, 100, 3),
+        ]
+        for organizer, title, start, length, capacity, booked in plans:
+            event = Event(
+                organizer_id=organizer.id,
+                title=title,
+                description=f"Demo event: {title}.",
+                start_time=start,
+                end_time=start + length,
+                capacity=capacity,
+                booked_count=booked,
+            )
+            session.add(event)
+            session.flush()
+            for customer in customers[:booked]:
+                session.add(
+                    Booking(
+                        event_id=event.id,
+                        customer_id=customer.id,
+                        status=BookingStatus.ACTIVE.value,
+                    )
+                )
+    click.echo(
+        f"seeded {len(organizers)} organizers, {len(customers)} customers and "
+        f"{len(plans)} events; every demo password is {DEMO_PASSWORD!r}"
+    )
+
+
+def register_commands(app: Flask) -> None:
+    for command in (init_db, create_admin, check_invariants, seed_demo):
+        app.cli.add_command(command)

@@ -1,0 +1,205 @@
+"""Domain exceptions carrying their HTTP mapping, and the one handler that renders them.
+
+Every error leaves the service as RFC 9457 ``application/problem+json`` with a stable ``code``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, current_app, json
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+class DomainError(Exception):
+    """Base for every expected failure; subclasses set status, code and title."""
+
+    status: int = 400
+    code: str = "bad_request"
+    title: str = "Bad request"
+    retry_after: bool = False
+
+    def __init__(self, detail: str | None = None, *, errors: dict[str, Any] | None = None):
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.errors = errors
+
+
+class ValidationFailed(DomainError):
+    status, code, title = 422, "validation_error", "The request is not valid"
+
+
+class Unauthorized(DomainError):
+    status, code, title = 401, "unauthorized", "Authentication required"
+
+
+class InvalidCredentials(DomainError):
+    status, code, title = 401, "invalid_credentials", "Username or password is wrong"
+
+
+class Forbidden(DomainError):
+    status, code, title = 403, "forbidden", "Not allowed"
+
+
+class UsernameTaken(DomainError):
+    status, code, title = 409, "username_taken", "That username is already registered"
+
+
+class EventNotFound(DomainError):
+    status, code, title = 404, "event_not_found", "No such event"
+
+
+class BookingNotFound(DomainError):
+    status, code, title = 404, "booking_not_found", "No such booking"
+
+
+class HistoryEntryNotFound(DomainError):
+    status, code, title = 404, "history_entry_not_found", "No such history entry"
+
+
+class EventFull(DomainError):
+    status, code, title = 409, "event_full", "The event has no free seats"
+
+
+class AlreadyBooked(DomainError):
+    status, code, title = 409, "already_booked", "You already hold an active booking here"
+
+
+class EventStarted(DomainError):
+    status, code, title = 422, "event_started", "The event has already started"
+
+
+class EventEnded(DomainError):
+    status, code, title = 422, "event_ended", "The event has already ended"
+
+
+class NotActive(DomainError):
+    status, code, title = 409, "not_active", "The booking is not active"
+
+
+class AlreadyActive(DomainError):
+    status, code, title = 409, "already_active", "The booking is already active"
+
+
+class CapacityBelowBookings(DomainError):
+    status, code, title = 409, "capacity_below_bookings", "Capacity below seats already booked"
+
+
+class LockTimeout(DomainError):
+    status, code, title = 503, "lock_timeout", "The event is busy; try again shortly"
+    retry_after = True
+
+
+class LockUnavailable(DomainError):
+    status, code, title = 503, "lock_unavailable", "The lock service is unreachable"
+    retry_after = True
+
+
+class DbUnavailable(DomainError):
+    status, code, title = 503, "db_unavailable", "The database is unreachable"
+    retry_after = True
+
+
+# Codes for errors raised by Flask/werkzeug/webargs rather than by our services.
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+}
+
+
+def problem_response(
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    errors: dict[str, Any] | None = None,
+    retry_after: bool = False,
+) -> Response:
+    """Build an RFC 9457 problem response."""
+    body: dict[str, Any] = {
+        "type": f"urn:booking-service:problem:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if errors:
+        body["errors"] = errors
+    response = Response(json.dumps(body), status=status, content_type=PROBLEM_CONTENT_TYPE)
+    if retry_after or status == 503:
+        response.headers["Retry-After"] = str(current_app.config["RETRY_AFTER_SECONDS"])
+    return response
+
+
+def _flatten_webargs_messages(messages: dict[str, Any]) -> dict[str, Any]:
+    """webargs nests messages by location ({"json": {...}}); clients want field → messages."""
+    flat: dict[str, Any] = {}
+    for location_messages in messages.values():
+        if isinstance(location_messages, dict):
+            flat.update(location_messages)
+        else:
+            flat.setdefault("_schema", []).extend(location_messages)
+    return flat
+
+
+def handle_domain_error(error: DomainError) -> Response:
+    if error.status >= 500:
+        log.warning("%s: %s", error.code, error.detail)
+    return problem_response(
+        status=error.status,
+        code=error.code,
+        title=error.title,
+        detail=error.detail,
+        errors=error.errors,
+        retry_after=error.retry_after,
+    )
+
+
+def handle_http_exception(error: HTTPException) -> Response:
+    status = error.code or 500
+    data = getattr(error, "data", None) or {}
+    errors = None
+    if "messages" in data:
+        errors = _flatten_webargs_messages(data["messages"])
+    code = _HTTP_CODES.get(status, "http_error")
+    detail = error.description or error.name
+    if status == 422:
+        detail = "Some fields are missing or invalid; see errors."
+    response = problem_response(
+        status=status, code=code, title=error.name, detail=detail, errors=errors
+    )
+    for name, value in (data.get("headers") or {}).items():
+        response.headers[name] = value
+    if status == 405 and error.get_response().headers.get("Allow"):
+        response.headers["Allow"] = error.get_response().headers["Allow"]
+    return response
+
+
+def handle_unexpected(error: Exception) -> Response:
+    log.exception("unhandled error")
+    return problem_response(
+        status=500,
+        code="internal_error",
+        title="Internal Server Error",
+        detail="The server failed; the request was not applied.",
+    )
+
+
+def init_app(app: Flask) -> None:
+    """Register the handlers; call after the Api so these replace its HTTP handler."""
+    app.register_error_handler(DomainError, handle_domain_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

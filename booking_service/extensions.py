@@ -1,0 +1,102 @@
+"""Process-wide clients (database, Redis, OpenAPI), created once and bound by ``init_app``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from flask import Flask
+from flask_smorest import Api
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from sqlalchemy import Engine, create_engine
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session, sessionmaker
+
+from booking_service.errors import DbUnavailable
+
+openapi = Api()
+
+
+class Database:
+    """Engine and session factory; services open transactions through ``transaction()``."""
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+        self._sessions: sessionmaker[Session] | None = None
+
+    def init_app(self, app: Flask) -> None:
+        self.configure(app.config)
+
+    def configure(self, config: dict[str, Any]) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
+        self.engine = create_engine(
+            config["DATABASE_URL"],
+            pool_size=config["DB_POOL_SIZE"],
+            max_overflow=config["DB_MAX_OVERFLOW"],
+            pool_timeout=config["DB_POOL_TIMEOUT_SECONDS"],
+            # A backend killed by the server is noticed at checkout, not mid-request.
+            pool_pre_ping=True,
+            connect_args={
+                "connect_timeout": 3,
+                "options": f"-c statement_timeout={config['DB_STATEMENT_TIMEOUT_MS']}",
+                "application_name": "booking-service",
+            },
+        )
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One transaction: commit on success, roll back on any error, no partial writes."""
+        if self._sessions is None:
+            raise RuntimeError("Database used before init_app")
+        with translate_db_errors(), self._sessions() as session, session.begin():
+            yield session
+
+
+@contextmanager
+def translate_db_errors() -> Iterator[None]:
+    """Turn 'the database is not there' into a 503 instead of a 500."""
+    try:
+        yield
+    except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as error:
+        raise DbUnavailable("The database did not answer; nothing was written.") from error
+    except sa_exc.DBAPIError as error:
+        if error.connection_invalidated:
+            raise DbUnavailable("The database connection was lost; nothing was written.") from error
+        raise
+
+
+class RedisClient:
+    """The shared Redis connection pool used by the event locks and the live lock view."""
+
+    def __init__(self) -> None:
+        self.client: redis.Redis | None = None
+
+    def init_app(self, app: Flask) -> None:
+        self.configure(app.config)
+
+    def configure(self, config: dict[str, Any]) -> None:
+        socket_timeout = config["REDIS_SOCKET_TIMEOUT_SECONDS"]
+        self.client = redis.Redis.from_url(
+            config["REDIS_URL"],
+            socket_connect_timeout=socket_timeout,
+            # BLPOP waits up to the lock wait; the socket must outlast it.
+            socket_timeout=config["LOCK_WAIT_SECONDS"] + socket_timeout,
+            retry_on_timeout=False,
+            # One immediate retry covers a pooled connection that died with a Redis restart;
+            # the client's default exponential backoff would hold requests for seconds.
+            retry=Retry(NoBackoff(), 1),
+        )
+
+    def get(self) -> redis.Redis:
+        if self.client is None:
+            raise RuntimeError("Redis used before init_app")
+        return self.client
+
+
+db = Database()
+redis_client = RedisClient()

@@ -1,0 +1,28 @@
+"""Business rules. Each public function owns its transaction; nothing here knows about HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+T = TypeVar("T")
+
+MAX_ID = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list query, with the total the pagination header reports."""
+
+    items: list[T]
+    total: int
+
+
+def paginate(session: Session, query: Select[Any], *, page: int, page_size: int) -> Page[Any]:
+    """Run ``query`` for one page and count its total rows."""
+    total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    items = list(session.scalars(query.limit(page_size).offset((page - 1) * page_size)))
+    return Page(items=items, total=total or 0)

@@ -1,0 +1,274 @@
+"""Bookings: the path that must never overbook (DESIGN §2).
+
+Order on the booking path: cheap rejections without lock or write → event lock (taken before a
+database connection is checked out, so queued requests hold no connection) → one short
+transaction → release. The conditional seat update and the partial unique index are what make
+overbooking and double booking impossible; the lock only keeps the queue in Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from sqlalchemy import Select, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from booking_service import metrics
+from booking_service.errors import (
+    AlreadyActive,
+    AlreadyBooked,
+    BookingNotFound,
+    DbUnavailable,
+    DomainError,
+    EventEnded,
+    EventFull,
+    EventNotFound,
+    EventStarted,
+    LockTimeout,
+    LockUnavailable,
+    NotActive,
+)
+from booking_service.extensions import db
+from booking_service.locking import locks
+from booking_service.models import Booking, BookingStatus, Event, Role, User
+from booking_service.services import MAX_ID, Page, history, paginate
+
+ACTIVE = BookingStatus.ACTIVE.value
+CANCELLED = BookingStatus.CANCELLED.value
+ONE_ACTIVE_BOOKING_INDEX = "uq_bookings_active_event_customer"
+
+# Seat, booking and history in one statement: one round trip while the lock is held.
+# No row back means no seat (full, started, or gone); the caller then asks why.
+TAKE_SEAT_SQL = text(
+    """
+    WITH seat AS (
+        UPDATE events
+           SET booked_count = booked_count + 1, updated_at = now()
+         WHERE id = :event_id AND booked_count < capacity AND start_time > now()
+     RETURNING id
+    ), booking AS (
+        INSERT INTO bookings (event_id, customer_id, status, created_at, updated_at)
+        SELECT id, :customer_id, 'active', now(), now() FROM seat
+     RETURNING id, event_id, customer_id, status, created_at, updated_at
+    ), entry AS (
+        INSERT INTO history_entries (user_id, action, entity_type, entity_id, details, created_at)
+        SELECT customer_id, 'create', 'booking', id,
+               jsonb_build_object('event_id', event_id), now()
+          FROM booking
+    )
+    SELECT id, event_id, customer_id, status, created_at, updated_at FROM booking
+    """
+)
+
+_RESULT_BY_ERROR: dict[type[DomainError], str] = {
+    EventFull: "event_full",
+    AlreadyBooked: "already_booked",
+    LockTimeout: "lock_timeout",
+    LockUnavailable: "unavailable",
+    DbUnavailable: "unavailable",
+}
+
+
+@contextmanager
+def _count_booking_result() -> Iterator[None]:
+    try:
+        yield
+    except DomainError as error:
+        metrics.bookings_total.labels(result=_RESULT_BY_ERROR.get(type(error), "rejected")).inc()
+        raise
+    metrics.bookings_total.labels(result="created").inc()
+
+
+def _reject_unbookable(event: Event | None, event_id: int, now: datetime) -> Event:
+    if event is None:
+        raise EventNotFound(f"Event {event_id} does not exist.")
+    if event.is_past_at(now):
+        raise EventEnded(f"Event {event_id} has ended.")
+    if event.has_started_at(now):
+        raise EventStarted(f"Event {event_id} has started; bookings are closed.")
+    return event
+
+
+def _is_one_active_violation(error: IntegrityError) -> bool:
+    diag = getattr(error.orig, "diag", None)
+    return getattr(diag, "constraint_name", None) == ONE_ACTIVE_BOOKING_INDEX
+
+
+def create_booking(*, customer: User, event_id: int) -> Booking:
+    """Book one seat on the event for the customer."""
+    with _count_booking_result():
+        # Cheap rejections: no lock, no write, connection back in the pool at once.
+        event = _reject_unbookable(get_event_snapshot(event_id), event_id, datetime.now(UTC))
+        if event.is_full:
+            raise EventFull(f"Event {event_id} is sold out.")
+        with locks.hold(event_id):
+            return _take_seat(customer_id=customer.id, event_id=event_id)
+
+
+def get_event_snapshot(event_id: int) -> Event | None:
+    with db.transaction() as session:
+        return session.get(Event, event_id) if event_id <= MAX_ID else None
+
+
+def _take_seat(*, customer_id: int, event_id: int) -> Booking:
+    try:
+        with db.transaction() as session:
+            row = session.execute(
+                TAKE_SEAT_SQL, {"event_id": event_id, "customer_id": customer_id}
+            ).one_or_none()
+            if row is None:
+                _explain_no_seat(session, event_id)
+            return Booking(**row._asdict())
+    except IntegrityError as error:
+        if _is_one_active_violation(error):
+            raise AlreadyBooked(
+                f"You already have an active booking for event {event_id}."
+            ) from error
+        raise
+
+
+def _explain_no_seat(session: Session, event_id: int) -> None:
+    event = session.get(Event, event_id)
+    _reject_unbookable(event, event_id, datetime.now(UTC))
+    raise EventFull(f"Event {event_id} is sold out.")
+
+
+@contextmanager
+def _own_booking_locked(
+    customer: User, booking_id: int
+) -> Iterator[tuple[Session, Booking, Event]]:
+    """Open a transaction with the event row, then the booking row, locked.
+
+    Every path that changes a booking locks event before booking, the order a new booking
+    takes them in, so these paths cannot deadlock with each other.
+    """
+    with db.transaction() as session:
+        event_id = _own_booking_event_id(session, customer, booking_id)
+        event = session.get(Event, event_id, with_for_update=True)
+        booking = session.get(Booking, booking_id, with_for_update=True)
+        if event is None or booking is None:  # deleted between the two reads
+            raise BookingNotFound(f"Booking {booking_id} does not exist.")
+        yield session, booking, event
+
+
+def _own_booking_event_id(session: Session, customer: User, booking_id: int) -> int:
+    event_id = None
+    if booking_id <= MAX_ID:
+        event_id = session.scalar(
+            select(Booking.event_id).where(
+                Booking.id == booking_id, Booking.customer_id == customer.id
+            )
+        )
+    if event_id is None:
+        raise BookingNotFound(f"Booking {booking_id} does not exist.")
+    return event_id
+
+
+def _record(session: Session, customer: User, action: str, booking: Booking) -> None:
+    history.record(
+        session,
+        user_id=customer.id,
+        action=action,
+        entity_type="booking",
+        entity_id=booking.id,
+        details={"event_id": booking.event_id},
+    )
+
+
+def cancel_booking(*, customer: User, booking_id: int) -> Booking:
+    """Cancel an active booking before its event starts, freeing the seat (no lock needed)."""
+    with _own_booking_locked(customer, booking_id) as (session, booking, event):
+        if booking.status != ACTIVE:
+            raise NotActive(f"Booking {booking_id} is already cancelled.")
+        _reject_unbookable(event, event.id, datetime.now(UTC))
+        booking.status = CANCELLED
+        event.booked_count -= 1
+        session.flush()
+        _record(session, customer, "cancel", booking)
+    return booking
+
+
+def reactivate_booking(*, customer: User, booking_id: int) -> Booking:
+    """Re-activate a cancelled booking if a seat is free; serialized by the event lock."""
+    with db.transaction() as session:
+        event_id = _own_booking_event_id(session, customer, booking_id)
+    with (
+        locks.hold(event_id),
+        _own_booking_locked(customer, booking_id) as (
+            session,
+            booking,
+            event,
+        ),
+    ):
+        if booking.status == ACTIVE:
+            raise AlreadyActive(f"Booking {booking_id} is already active.")
+        _reject_unbookable(event, event.id, datetime.now(UTC))
+        if event.is_full:
+            raise EventFull(f"Event {event.id} is sold out.")
+        booking.status = ACTIVE
+        event.booked_count += 1
+        try:
+            session.flush()
+        except IntegrityError as error:
+            if _is_one_active_violation(error):
+                raise AlreadyBooked(
+                    f"You already have another active booking for event {event.id}."
+                ) from error
+            raise
+        _record(session, customer, "reactivate", booking)
+    return booking
+
+
+def delete_booking(*, customer: User, booking_id: int) -> None:
+    """Delete the booking, freeing its seat if it was active."""
+    with _own_booking_locked(customer, booking_id) as (session, booking, event):
+        if booking.status == ACTIVE:
+            event.booked_count -= 1
+        _record(session, customer, "delete", booking)
+        session.delete(booking)
+
+
+def get_booking(*, viewer: User, booking_id: int) -> Booking:
+    """Return a booking its customer, its event's organizer or an admin may see."""
+    query = _visible_to(viewer, select(Booking)).where(Booking.id == booking_id)
+    with db.transaction() as session:
+        booking = session.scalar(query) if booking_id <= MAX_ID else None
+    if booking is None:
+        raise BookingNotFound(f"Booking {booking_id} does not exist.")
+    return booking
+
+
+def list_bookings(
+    *,
+    viewer: User,
+    status: str | None = None,
+    event_id: int | None = None,
+    page: int,
+    page_size: int,
+) -> Page[Booking]:
+    """List the bookings the viewer may see, newest first."""
+    query = _visible_to(viewer, select(Booking))
+    if status:
+        query = query.where(Booking.status == status)
+    if event_id is not None:
+        query = query.where(Booking.event_id == event_id)
+    with db.transaction() as session:
+        return paginate(
+            session,
+            query.order_by(Booking.created_at.desc(), Booking.id.desc()),
+            page=page,
+            page_size=page_size,
+        )
+
+
+def _visible_to(viewer: User, query: Select[tuple[Booking]]) -> Select[tuple[Booking]]:
+    if viewer.role == Role.ADMIN.value:
+        return query
+    if viewer.role == Role.ORGANIZER.value:
+        return query.join(Event, Event.id == Booking.event_id).where(
+            Event.organizer_id == viewer.id
+        )
+    return query.where(Booking.customer_id == viewer.id)

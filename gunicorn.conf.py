@@ -1,0 +1,40 @@
+"""gunicorn settings, each overridable by environment variable.
+
+Workers are threaded (gthread): a request waiting for an event lock blocks one thread, not a
+whole process, so unrelated requests keep flowing while a hot event queues.
+"""
+
+import os
+import shutil
+import tempfile
+
+bind = os.environ.get("BIND", "0.0.0.0:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = 10
+keepalive = 5
+accesslog = os.environ.get("ACCESS_LOG") or None
+errorlog = "-"
+# Several instances may run on one host (tests, benchmarks); a shared control socket would clash.
+control_socket_disable = True
+
+# Prometheus multiprocess mode: every worker writes samples here; /metrics sums them.
+# Set before the app (and prometheus_client) is imported by the workers.
+_default_dir = os.path.join(tempfile.gettempdir(), f"booking-service-metrics-{os.getpid()}")
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", _default_dir)
+
+
+def on_starting(server):
+    """Start each run with an empty metrics directory (stale files would add old counts)."""
+    path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path, exist_ok=True)
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges (lock waiters) from the sums."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
