@@ -1,0 +1,115 @@
+"""Test data builders: through the API where the API allows it, directly where it must not.
+
+Events that have already started cannot be created through the API (by design), so
+``insert_event`` writes them straight into the database.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from booking_service.extensions import db
+from booking_service.models import Booking, Event
+
+API = "/api/v1"
+PASSWORD = "correct-horse-battery"
+_sequence = itertools.count(1)
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def in_hours(hours: float) -> datetime:
+    return datetime.now(UTC) + timedelta(hours=hours)
+
+
+def register(client: FlaskClient, role: str, **overrides: Any) -> dict[str, Any]:
+    """Register a user; returns ``{"user": ..., "token": ...}``."""
+    n = next(_sequence)
+    body: dict[str, Any] = {
+        "username": f"{role}{n}",
+        "password": PASSWORD,
+        "email": f"{role}{n}@example.com",
+        "first_name": role.capitalize(),
+        "last_name": str(n),
+    }
+    if role == "organizer":
+        body["organization_name"] = f"Org {n}"
+        body["business_address"] = f"{n} Main Street"
+    body.update(overrides)
+    response = client.post(f"{API}/auth/register/{role}", json=body)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def organizer(client: FlaskClient, **overrides: Any) -> dict[str, Any]:
+    return register(client, "organizer", **overrides)
+
+
+def customer(client: FlaskClient, **overrides: Any) -> dict[str, Any]:
+    return register(client, "customer", **overrides)
+
+
+def create_event(client: FlaskClient, token: str, **overrides: Any) -> dict[str, Any]:
+    """Create an upcoming event through the API."""
+    body: dict[str, Any] = {
+        "title": f"Event {next(_sequence)}",
+        "description": "A test event",
+        "start_time": iso(in_hours(24)),
+        "end_time": iso(in_hours(26)),
+        "capacity": 10,
+    }
+    body.update(overrides)
+    response = client.post(f"{API}/events", json=body, headers=auth(token))
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def insert_event(
+    *,
+    organizer_id: int,
+    start: datetime,
+    end: datetime,
+    capacity: int = 10,
+    title: str = "Direct event",
+) -> int:
+    """Insert an event directly (e.g. one that has already started); returns its id."""
+    with db.transaction() as session:
+        event = Event(
+            organizer_id=organizer_id,
+            title=title,
+            description="",
+            start_time=start,
+            end_time=end,
+            capacity=capacity,
+            booked_count=0,
+        )
+        session.add(event)
+        session.flush()
+        return event.id
+
+
+def insert_active_booking(*, event_id: int, customer_id: int) -> int:
+    """Book a seat directly, keeping booked_count in step (e.g. on an ongoing event)."""
+    with db.transaction() as session:
+        event = session.get(Event, event_id, with_for_update=True)
+        assert event is not None
+        event.booked_count += 1
+        booking = Booking(event_id=event_id, customer_id=customer_id, status="active")
+        session.add(booking)
+        session.flush()
+        return booking.id
+
+
+def book(client: FlaskClient, token: str, event_id: int) -> TestResponse:
+    return client.post(f"{API}/bookings", json={"event_id": event_id}, headers=auth(token))
