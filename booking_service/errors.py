@@ -178,6 +178,8 @@ def handle_http_exception(error: HTTPException) -> Response:
     detail = error.description or error.name
     if status == 422:
         detail = "Some fields are missing or invalid; see errors."
+    elif status == 400 and errors:
+        detail = "The request could not be parsed; see errors."
     response = problem_response(
         status=status, code=code, title=error.name, detail=detail, errors=errors
     )

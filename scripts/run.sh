@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Run command: set up the virtualenv, create and migrate the database, seed demo data and
+# start gunicorn on :8000 (override with BIND). Settings come from the environment (README).
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+cd "$ROOT"
+
+ensure_venv "$ROOT/requirements.txt"
+check_services
+export FLASK_APP=wsgi.py
+"$VENV/bin/flask" init-db
+"$VENV/bin/flask" seed-demo
+echo "==> serving on ${BIND:-0.0.0.0:8000}: API docs at http://127.0.0.1:8000/api/docs"
+exec "$VENV/bin/gunicorn" -c gunicorn.conf.py wsgi:app

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Test command: install what the suite needs (virtualenv, pip packages, Debian packages for the
+# browser and Prometheus tests), check PostgreSQL and Redis, lint, then run the whole suite.
+# Extra arguments go to pytest, e.g. scripts/test.sh tests/api -x
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+cd "$ROOT"
+
+# Debian packages the suite drives as real processes.
+needed=()
+command -v redis-server >/dev/null || needed+=(redis-server)
+command -v chromium >/dev/null || needed+=(chromium)
+command -v promtool >/dev/null || needed+=(prometheus)
+if [ ${#needed[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing Debian packages: ${needed[*]} (install them: apt-get install ${needed[*]})" >&2
+        exit 1
+    fi
+    echo "==> installing Debian packages: ${needed[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${needed[@]}" >/dev/null
+fi
+
+ensure_venv "$ROOT/requirements-dev.txt"
+DATABASE_URL="${TEST_DATABASE_URL:-postgresql+psycopg2://postgres@127.0.0.1:5432/booking_service_test}" \
+REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}" check_services
+
+echo "==> ruff"
+"$VENV/bin/ruff" check .
+echo "==> pytest"
+exec "$VENV/bin/python" -m pytest "$@"
