@@ -23,7 +23,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 class Base(DeclarativeBase):
-    pass
+    # Fetch server-set columns (updated_at's onupdate) during the flush: services return
+    # objects after their session closes, and an expired column there cannot be loaded.
+    __mapper_args__ = {"eager_defaults": True}
 
 
 class Role(enum.StrEnum):
@@ -186,3 +188,34 @@ class HistoryEntry(Base):
 
     def __repr__(self) -> str:
         return f"<HistoryEntry {self.id} {self.action} {self.entity_type}:{self.entity_id}>"
+
+
+class IdempotencyRecord(Base):
+    """An Idempotency-Key claim and, once the request finished, the answer to replay."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        CheckConstraint("state IN ('in_progress', 'completed')", name="idempotency_state_known"),
+        CheckConstraint(
+            "state <> 'completed' OR response_status IS NOT NULL",
+            name="idempotency_completed_has_response",
+        ),
+        Index("ix_idempotency_keys_expires_at", "expires_at"),
+    )
+
+    # Keys are scoped to the user: two users may pick the same key independently.
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # SHA-256 of method, path and canonical JSON body: the same key with another request is 422.
+    fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    # Fences completion and release: a claim taken over after its lease ran out cannot be
+    # completed or released by the request that abandoned it.
+    claim_token: Mapped[str] = mapped_column(String(32), nullable=False)
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[str | None] = mapped_column(Text)
+    response_headers: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _created_at()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

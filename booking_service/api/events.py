@@ -9,6 +9,7 @@ from flask_smorest import Blueprint
 from flask_smorest.pagination import PaginationParameters
 
 from booking_service.api.common import (
+    BEARER,
     ID,
     auth_required,
     bearer_token,
@@ -41,6 +42,8 @@ blp = Blueprint("events", __name__, url_prefix="/api/v1/events", description="Ev
 
 @blp.route("")
 class Events(MethodView):
+    # Authentication is optional: only mine=true needs the token, so a client should send it.
+    @blp.doc(security=[{}, *BEARER])
     @blp.arguments(EventQuerySchema, location="query")
     @blp.response(200, EventSchema(many=True))
     @blp.paginate()

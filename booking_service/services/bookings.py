@@ -214,8 +214,9 @@ def reactivate_booking(*, customer: User, booking_id: int) -> Booking:
             session.flush()
         except IntegrityError as error:
             if _is_one_active_violation(error):
+                # The failed flush expired ``event``; reading event.id here would raise.
                 raise AlreadyBooked(
-                    f"You already have another active booking for event {event.id}."
+                    f"You already have another active booking for event {event_id}."
                 ) from error
             raise
         _record(session, customer, "reactivate", booking)

@@ -268,9 +268,7 @@ def test_registration_rejects_wrong_types(client: FlaskClient, field: str, value
 
 
 def test_registration_with_malformed_json_is_a_bad_request(client: FlaskClient):
-    response = client.post(
-        REGISTER_CUSTOMER, data='{"username": ', content_type="application/json"
-    )
+    response = client.post(REGISTER_CUSTOMER, data='{"username": ', content_type="application/json")
 
     assert response.status_code == 400
     assert response.content_type == "application/problem+json"

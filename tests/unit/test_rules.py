@@ -1,0 +1,297 @@
+"""Pure rules, no I/O: schedules, seat arithmetic, configuration parsing, error mapping."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from booking_service import config, errors
+from booking_service.models import Event
+from booking_service.services.events import schedule_errors
+
+NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+def event(*, capacity: int = 10, booked: int = 0, start: datetime = NOW, hours: int = 2) -> Event:
+    return Event(
+        title="t",
+        description="",
+        start_time=start,
+        end_time=start + hours * HOUR,
+        capacity=capacity,
+        booked_count=booked,
+        organizer_id=1,
+    )
+
+
+# --- schedule_errors --------------------------------------------------------------------
+
+
+def test_future_event_that_ends_after_it_starts_is_valid():
+    assert schedule_errors(start_time=NOW + HOUR, end_time=NOW + 2 * HOUR, now=NOW) == {}
+
+
+@pytest.mark.parametrize("start", [NOW - HOUR, NOW])
+def test_start_not_in_the_future_is_an_error(start: datetime):
+    found = schedule_errors(start_time=start, end_time=NOW + 5 * HOUR, now=NOW)
+
+    assert set(found) == {"start_time"}
+    assert found["start_time"]
+
+
+def test_start_a_microsecond_ahead_is_valid():
+    start = NOW + timedelta(microseconds=1)
+
+    assert schedule_errors(start_time=start, end_time=start + HOUR, now=NOW) == {}
+
+
+@pytest.mark.parametrize("end_offset", [timedelta(0), -HOUR])
+def test_end_not_after_start_is_an_error(end_offset: timedelta):
+    start = NOW + HOUR
+
+    found = schedule_errors(start_time=start, end_time=start + end_offset, now=NOW)
+
+    assert set(found) == {"end_time"}
+
+
+def test_both_schedule_errors_are_reported_at_once():
+    found = schedule_errors(start_time=NOW - HOUR, end_time=NOW - 2 * HOUR, now=NOW)
+
+    assert set(found) == {"start_time", "end_time"}
+
+
+def test_unchanged_start_may_be_in_the_past():
+    found = schedule_errors(
+        start_time=NOW - HOUR, end_time=NOW + HOUR, now=NOW, start_changed=False
+    )
+
+    assert found == {}
+
+
+def test_unchanged_start_still_needs_end_after_start():
+    found = schedule_errors(
+        start_time=NOW - HOUR, end_time=NOW - 2 * HOUR, now=NOW, start_changed=False
+    )
+
+    assert set(found) == {"end_time"}
+
+
+def test_schedule_comparison_respects_timezones():
+    # 13:30+02:00 is 11:30 UTC, before NOW (12:00 UTC) although the wall clock reads later;
+    # 09:00-05:00 is 14:00 UTC, after NOW although it reads earlier.
+    earlier = datetime(2030, 6, 1, 13, 30, tzinfo=timezone(timedelta(hours=2)))
+    later = datetime(2030, 6, 1, 9, 0, tzinfo=timezone(timedelta(hours=-5)))
+
+    assert set(schedule_errors(start_time=earlier, end_time=NOW + HOUR, now=NOW)) == {"start_time"}
+    assert schedule_errors(start_time=later, end_time=later + HOUR, now=NOW) == {}
+
+
+# --- Event properties -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("capacity", "booked", "slots"), [(10, 0, 10), (10, 3, 7), (5, 5, 0)])
+def test_available_slots_is_capacity_minus_booked(capacity: int, booked: int, slots: int):
+    assert event(capacity=capacity, booked=booked).available_slots == slots
+
+
+@pytest.mark.parametrize(("booked", "full"), [(0, False), (9, False), (10, True)])
+def test_is_full_when_every_seat_is_booked(booked: int, full: bool):
+    assert event(capacity=10, booked=booked).is_full is full
+
+
+def test_is_past_only_once_the_end_is_reached():
+    e = event(start=NOW, hours=2)
+
+    assert e.is_past_at(NOW + HOUR) is False
+    assert e.is_past_at(NOW + 2 * HOUR) is True
+    assert e.is_past_at(NOW + 3 * HOUR) is True
+    assert e.is_past_at(NOW - HOUR) is False
+
+
+def test_is_ongoing_from_start_until_just_before_end():
+    e = event(start=NOW, hours=2)
+
+    assert e.is_ongoing_at(NOW - timedelta(seconds=1)) is False
+    assert e.is_ongoing_at(NOW) is True
+    assert e.is_ongoing_at(NOW + HOUR) is True
+    assert e.is_ongoing_at(NOW + 2 * HOUR) is False
+
+
+def test_has_started_from_the_start_onwards():
+    e = event(start=NOW, hours=2)
+
+    assert e.has_started_at(NOW - timedelta(microseconds=1)) is False
+    assert e.has_started_at(NOW) is True
+    assert e.has_started_at(NOW + 5 * HOUR) is True  # still "started" once it has ended
+
+
+def test_ongoing_and_past_are_exclusive():
+    e = event(start=NOW, hours=1)
+
+    for moment in (NOW - HOUR, NOW, NOW + timedelta(minutes=30), NOW + HOUR, NOW + 2 * HOUR):
+        assert not (e.is_ongoing_at(moment) and e.is_past_at(moment)), moment
+
+
+# --- configuration ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No configuration variable set: every setting takes its default."""
+    for name in config.from_environment():
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_defaults_apply_without_environment(clean_env: pytest.MonkeyPatch):
+    settings = config.from_environment()
+
+    assert settings["DB_POOL_SIZE"] == 5
+    assert settings["LOCK_WAIT_SECONDS"] == 5.0
+    assert settings["LOCK_EXPIRE_SECONDS"] == 10
+    assert settings["DB_STATEMENT_TIMEOUT_MS"] == 3000
+    assert settings["RETRY_AFTER_SECONDS"] == 1
+    assert settings["METRICS_TOKEN"] is None
+    config.validate(settings)  # the defaults are a valid combination
+
+
+def test_environment_values_are_parsed_to_their_types(clean_env: pytest.MonkeyPatch):
+    clean_env.setenv("DB_POOL_SIZE", "12")
+    clean_env.setenv("LOCK_WAIT_SECONDS", "0.25")
+    clean_env.setenv("REDIS_URL", "redis://cache:6379/3")
+
+    settings = config.from_environment()
+
+    assert settings["DB_POOL_SIZE"] == 12
+    assert settings["LOCK_WAIT_SECONDS"] == 0.25
+    assert settings["REDIS_URL"] == "redis://cache:6379/3"
+
+
+def test_empty_variable_means_default(clean_env: pytest.MonkeyPatch):
+    clean_env.setenv("DB_POOL_SIZE", "")
+    clean_env.setenv("REDIS_URL", "")
+
+    settings = config.from_environment()
+
+    assert settings["DB_POOL_SIZE"] == 5
+    assert settings["REDIS_URL"] == "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DB_POOL_SIZE", "five"),
+        ("DB_POOL_SIZE", "0"),
+        ("DB_POOL_SIZE", "2.5"),
+        ("DB_MAX_OVERFLOW", "-1"),
+        ("DB_STATEMENT_TIMEOUT_MS", "50"),
+        ("LOCK_WAIT_SECONDS", "soon"),
+        ("LOCK_WAIT_SECONDS", "0.01"),
+        ("LOCK_EXPIRE_SECONDS", "1.5"),
+        ("LOCK_EXPIRE_SECONDS", "0"),
+        ("RETRY_AFTER_SECONDS", "0"),
+        ("TOKEN_TTL_HOURS", "0"),
+        ("MAX_CONTENT_LENGTH", "100"),
+        ("REDIS_SOCKET_TIMEOUT_SECONDS", "0"),
+    ],
+)
+def test_unusable_values_raise_config_error(clean_env: pytest.MonkeyPatch, name: str, value: str):
+    clean_env.setenv(name, value)
+
+    with pytest.raises(config.ConfigError, match=name):
+        config.from_environment()
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(config.ConfigError, ValueError)
+
+
+def test_sub_second_lock_wait_is_allowed(clean_env: pytest.MonkeyPatch):
+    clean_env.setenv("LOCK_WAIT_SECONDS", "0.5")
+
+    assert config.from_environment()["LOCK_WAIT_SECONDS"] == 0.5
+
+
+@pytest.mark.parametrize("timeout_ms", [10_000, 20_000])
+def test_statement_timeout_must_be_shorter_than_the_lock_lease(
+    clean_env: pytest.MonkeyPatch, timeout_ms: int
+):
+    clean_env.setenv("LOCK_EXPIRE_SECONDS", "10")
+    clean_env.setenv("DB_STATEMENT_TIMEOUT_MS", str(timeout_ms))
+    settings = config.from_environment()
+
+    with pytest.raises(config.ConfigError, match="DB_STATEMENT_TIMEOUT_MS"):
+        config.validate(settings)
+
+
+def test_statement_timeout_just_under_the_lease_is_valid(clean_env: pytest.MonkeyPatch):
+    clean_env.setenv("LOCK_EXPIRE_SECONDS", "10")
+    clean_env.setenv("DB_STATEMENT_TIMEOUT_MS", "9999")
+
+    config.validate(config.from_environment())
+
+
+# --- error classes ----------------------------------------------------------------------
+
+EXPECTED = [
+    (errors.ValidationFailed, 422, "validation_error"),
+    (errors.Unauthorized, 401, "unauthorized"),
+    (errors.InvalidCredentials, 401, "invalid_credentials"),
+    (errors.Forbidden, 403, "forbidden"),
+    (errors.UsernameTaken, 409, "username_taken"),
+    (errors.EventNotFound, 404, "event_not_found"),
+    (errors.BookingNotFound, 404, "booking_not_found"),
+    (errors.HistoryEntryNotFound, 404, "history_entry_not_found"),
+    (errors.EventFull, 409, "event_full"),
+    (errors.AlreadyBooked, 409, "already_booked"),
+    (errors.EventStarted, 422, "event_started"),
+    (errors.EventEnded, 422, "event_ended"),
+    (errors.NotActive, 409, "not_active"),
+    (errors.AlreadyActive, 409, "already_active"),
+    (errors.CapacityBelowBookings, 409, "capacity_below_bookings"),
+    (errors.LockTimeout, 503, "lock_timeout"),
+    (errors.LockUnavailable, 503, "lock_unavailable"),
+    (errors.DbUnavailable, 503, "db_unavailable"),
+]
+
+
+@pytest.mark.parametrize(("error_class", "status", "code"), EXPECTED)
+def test_error_classes_carry_contract_status_and_code(
+    error_class: type[errors.DomainError], status: int, code: str
+):
+    error = error_class()
+
+    assert isinstance(error, errors.DomainError)
+    assert (error.status, error.code) == (status, code)
+    assert error.title
+    assert error.detail == error.title  # no detail given: the title stands in
+
+
+def test_error_codes_are_unique():
+    codes = [cls.code for cls, _, _ in EXPECTED]
+
+    assert len(codes) == len(set(codes))
+
+
+def test_only_unavailability_errors_ask_for_retry():
+    retrying = {cls for cls, _, _ in EXPECTED if cls.retry_after}
+
+    assert retrying == {errors.LockTimeout, errors.LockUnavailable, errors.DbUnavailable}
+
+
+def test_error_keeps_detail_and_field_errors():
+    error = errors.ValidationFailed("Times are wrong.", errors={"end_time": ["Too early."]})
+
+    assert error.detail == "Times are wrong."
+    assert str(error) == "Times are wrong."
+    assert error.errors == {"end_time": ["Too early."]}
+
+
+def test_webargs_messages_are_flattened_to_fields():
+    flat = errors._flatten_webargs_messages(
+        {"json": {"title": ["Missing."]}, "query": {"page": ["Bad."]}}
+    )
+
+    assert flat == {"title": ["Missing."], "page": ["Bad."]}
