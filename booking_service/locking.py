@@ -25,6 +25,9 @@ from booking_service.errors import LockTimeout, LockUnavailable
 log = logging.getLogger(__name__)
 
 LOCK_NAME_PREFIX = "event:"
+# Per-event statistics for the live lock view (hash per event, plus a zset of recent events).
+STATS_KEY_PREFIX = "lock-stats:"
+RECENT_STATS_KEY = "lock-stats:recent"
 
 
 def lock_name(event_id: int) -> str:
@@ -40,6 +43,10 @@ def signal_key(event_id: int) -> str:
     return f"lock-signal:{lock_name(event_id)}"
 
 
+def stats_key(event_id: int) -> str:
+    return f"{STATS_KEY_PREFIX}{event_id}"
+
+
 @dataclass
 class EventLocks:
     """Factory for event locks; configured once per process by ``configure``."""
@@ -48,12 +55,17 @@ class EventLocks:
     wait_seconds: float = 5.0
     expire_seconds: int = 10
     instance: str = "local"
+    stats_window_seconds: int = 600
+    # "none": hold() is a no-op and PostgreSQL alone arbitrates (benchmark comparisons).
+    strategy: str = "redis"
 
     def configure(self, config: dict[str, Any], client: redis.Redis) -> None:
         self.client = client
         self.wait_seconds = float(config["LOCK_WAIT_SECONDS"])
         self.expire_seconds = int(config["LOCK_EXPIRE_SECONDS"])
         self.instance = config["INSTANCE_NAME"]
+        self.stats_window_seconds = int(config["LOCK_STATS_WINDOW_SECONDS"])
+        self.strategy = config.get("LOCK_STRATEGY", "redis")
 
     def _holder_id(self) -> str:
         # Readable by operators in the live lock view: which instance and process holds it.
@@ -62,6 +74,11 @@ class EventLocks:
     @contextmanager
     def hold(self, event_id: int) -> Iterator[None]:
         """Hold the event's lock for the duration of the block, or raise a 503 error."""
+        if self.strategy == "none":
+            # No Redis at all: the conditional seat update and the partial unique index still
+            # make overbooking impossible; concurrent requests queue on the row lock instead.
+            yield
+            return
         if self.client is None:
             raise RuntimeError("EventLocks used before configure")
         lock = redis_lock.Lock(
@@ -74,7 +91,15 @@ class EventLocks:
         finally:
             held_for = time.monotonic() - acquired_at
             metrics.lock_hold_seconds.observe(held_for)
-            self._release(lock, event_id, held_for)
+            released = self._release(lock, event_id, held_for)
+            if released is not None:  # None: Redis did not answer, so skip the statistics too
+                # The one extra round trip of an uncontended booking, after the lock is free.
+                self._record_stats(
+                    event_id,
+                    acquired=1,
+                    lost=int(not released),
+                    hold_us=int(held_for * 1_000_000),
+                )
 
     def _acquire(self, lock: redis_lock.Lock, event_id: int) -> None:
         # Our own deadline loop instead of acquire(timeout=...): that one truncates to whole
@@ -82,10 +107,17 @@ class EventLocks:
         started = time.monotonic()
         deadline = started + self.wait_seconds
         metrics.lock_waiters.inc()
+        waiting = timed_out = False
         try:
             while not lock.acquire(blocking=False):
+                if not waiting:
+                    # Counted only once the request really has to queue, so an uncontended
+                    # acquisition pays no extra round trip for statistics.
+                    waiting = True
+                    self._record_stats(event_id, waiters=1)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    timed_out = True
                     metrics.lock_acquisitions_total.labels(outcome="timeout").inc()
                     raise LockTimeout(
                         f"Event {event_id} stayed locked for {self.wait_seconds:g}s; "
@@ -101,9 +133,12 @@ class EventLocks:
         finally:
             metrics.lock_waiters.dec()
             metrics.lock_wait_seconds.observe(time.monotonic() - started)
+            if waiting:
+                self._record_stats(event_id, waiters=-1, timeouts=int(timed_out))
         metrics.lock_acquisitions_total.labels(outcome="acquired").inc()
 
-    def _release(self, lock: redis_lock.Lock, event_id: int, held_for: float) -> None:
+    def _release(self, lock: redis_lock.Lock, event_id: int, held_for: float) -> bool | None:
+        """Release the lock: True if released, False if its lease was lost, None if unknown."""
         try:
             lock.release()
         except redis_lock.NotAcquired:
@@ -117,9 +152,34 @@ class EventLocks:
                 held_for,
                 self.expire_seconds,
             )
+            return False
         except redis.RedisError:
             # The work is committed; the lease expires on its own.
             log.warning("lock release failed: event=%s holder=%s", event_id, lock.id)
+            return None
+        return True
+
+    def _record_stats(self, event_id: int, **counters: int) -> None:
+        """Add to the event's statistics for the live lock view; never fails the caller."""
+        assert self.client is not None
+        now = time.time()
+        key = stats_key(event_id)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for field, amount in counters.items():
+                if amount:
+                    pipe.hincrby(key, field, amount)
+            pipe.hset(key, "last", f"{now:.3f}")
+            pipe.hsetnx(key, "since", f"{now:.3f}")
+            # An event quiet for a whole window starts again from zero.
+            pipe.expire(key, self.stats_window_seconds)
+            pipe.zadd(RECENT_STATS_KEY, {str(event_id): now})
+            pipe.zremrangebyscore(RECENT_STATS_KEY, "-inf", now - self.stats_window_seconds)
+            pipe.expire(RECENT_STATS_KEY, self.stats_window_seconds)
+            pipe.execute()
+        except redis.RedisError as error:
+            # Statistics are for operators; the booking's outcome must not depend on them.
+            log.debug("lock stats not recorded: event=%s error=%r", event_id, error)
 
 
 locks = EventLocks()

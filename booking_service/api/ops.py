@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import logging
 
-from flask import Response, current_app, request
+from flask import Response, abort, current_app, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import text
@@ -12,8 +13,14 @@ from sqlalchemy import text
 from booking_service import metrics
 from booking_service.errors import Unauthorized, problem_response
 from booking_service.extensions import db, redis_client
+from booking_service.services import capacity
+from booking_service.services import ops as ops_service
 
 blp = Blueprint("ops", __name__, description="Health and metrics")
+log = logging.getLogger(__name__)
+
+# Top of the live lock view exported as gauges: a fixed, small number of series per scrape.
+HOT_EVENTS_EXPORTED = 5
 
 
 def token_matches(expected: str) -> bool:
@@ -34,6 +41,30 @@ def _check(name: str) -> str | None:
     except Exception as error:  # any failure means "not ready"; the reason is reported
         return f"{type(error).__name__}"
     return None
+
+
+def _scrape_state() -> metrics.ScrapeState:
+    """Probe both dependencies for the scrape-time gauges; the capacity query doubles as one."""
+    try:
+        upcoming: metrics.UpcomingCapacity | None = capacity.upcoming_capacity()
+    except Exception:  # PostgreSQL down: report it as a gauge, keep the rest of the scrape
+        upcoming = None
+    redis_up = _check("redis") is None
+    return metrics.ScrapeState(
+        dependencies={"postgresql": upcoming is not None, "redis": redis_up},
+        capacity=upcoming,
+        hot_events=_hot_events() if redis_up else (),
+    )
+
+
+def _hot_events() -> tuple[tuple[int, float], ...]:
+    """The hottest events of the live lock view with their lock requests in its window."""
+    try:
+        table = ops_service.lock_table(limit=HOT_EVENTS_EXPORTED)
+    except Exception:  # the scrape must still report everything else
+        log.warning("hot events not exported", exc_info=True)
+        return ()
+    return tuple((row.event_id, float(row.acquired + row.timeouts)) for row in table.events)
 
 
 @blp.route("/livez")
@@ -68,12 +99,15 @@ class Readyz(MethodView):
 class Metrics(MethodView):
     @blp.doc(
         responses={"200": {"description": "Prometheus text exposition format"}},
-        security=[{"bearerAuth": []}],
+        # Open unless METRICS_TOKEN is set: either alternative may apply.
+        security=[{}, {"bearerAuth": []}],
     )
     def get(self) -> Response:
         """Prometheus metrics summed over every worker (bearer METRICS_TOKEN if set)"""
+        if not metrics.recording:
+            abort(404)
         expected = current_app.config["METRICS_TOKEN"]
         if expected and not token_matches(expected):
             raise Unauthorized("Send 'Authorization: Bearer <METRICS_TOKEN>'.")
-        body, content_type = metrics.render_latest()
+        body, content_type = metrics.render_latest(metrics.ScrapeTimeCollector(_scrape_state))
         return Response(body, content_type=content_type)
