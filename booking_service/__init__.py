@@ -59,6 +59,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     _configure_logging(app.config["LOG_LEVEL"])
 
+    metrics.configure(enabled=bool(app.config["METRICS_ENABLED"]))
     db.init_app(app)
     redis_client.init_app(app)
     locks.configure(app.config, redis_client.get())
@@ -66,12 +67,22 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     accounts.settings.token_ttl = timedelta(hours=app.config["TOKEN_TTL_HOURS"])
 
     openapi.init_app(app)
-    from booking_service.api import auth, bookings, events, history, ops
+    from booking_service.api.common import document_stock_problems
 
-    for blueprint in (auth.blp, events.blp, bookings.blp, history.blp, ops.blp):
+    document_stock_problems(openapi)
+    from booking_service.api.schemas import document_schema_rules
+
+    document_schema_rules(openapi)
+    from booking_service.api import auth, bookings, events, history, ops, ops_locks
+
+    for blueprint in (auth.blp, events.blp, bookings.blp, history.blp, ops.blp, ops_locks.blp):
         openapi.register_blueprint(blueprint)
+    app.register_blueprint(ops_locks.dashboard)  # the HTML page, outside the OpenAPI document
     errors.init_app(app)  # after openapi, so our problem+json handler wins
     metrics.instrument(app)
+    from booking_service import security
+
+    security.init_app(app)  # rate limits, body size, CORS, security headers
 
     from booking_service.cli import register_commands
 

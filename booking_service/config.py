@@ -10,6 +10,8 @@ import os
 import socket
 from typing import Any
 
+LOCK_STRATEGIES = ("redis", "none")
+
 
 class ConfigError(ValueError):
     """A setting in the environment cannot be used."""
@@ -41,6 +43,28 @@ def _float(name: str, default: float, *, minimum: float) -> float:
     return value
 
 
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return value
+
+
 def _str(name: str, default: str | None) -> str | None:
     raw = os.environ.get(name)
     return default if raw is None or raw == "" else raw
@@ -59,26 +83,87 @@ def from_environment() -> dict[str, Any]:
         "DB_STATEMENT_TIMEOUT_MS": _int("DB_STATEMENT_TIMEOUT_MS", 3000, minimum=100),
         "REDIS_URL": _str("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "REDIS_SOCKET_TIMEOUT_SECONDS": _float("REDIS_SOCKET_TIMEOUT_SECONDS", 2.0, minimum=0.1),
+        # High availability: "host:port,host:port" of Redis Sentinels. When set, the primary of
+        # REDIS_SENTINEL_SERVICE is looked up through them and REDIS_URL is not used.
+        "REDIS_SENTINELS": _str("REDIS_SENTINELS", None),
+        "REDIS_SENTINEL_SERVICE": _str("REDIS_SENTINEL_SERVICE", "mymaster"),
+        "REDIS_SENTINEL_PASSWORD": _str("REDIS_SENTINEL_PASSWORD", None),
+        "REDIS_PASSWORD": _str("REDIS_PASSWORD", None),
+        "REDIS_DB": _int("REDIS_DB", 0),
         # Sub-second waits are allowed: the wait loop is ours (see locking.py), not
         # python-redis-lock's whole-second acquire(timeout=...).
         "LOCK_WAIT_SECONDS": _float("LOCK_WAIT_SECONDS", 5.0, minimum=0.05),
         # Whole seconds: python-redis-lock passes it to SET ... EX.
         "LOCK_EXPIRE_SECONDS": _int("LOCK_EXPIRE_SECONDS", 10, minimum=1),
+        # redis: per-event Redis lock (DESIGN §2). none: the database constraints alone
+        # arbitrate; for benchmark comparisons only (requests then queue inside PostgreSQL).
+        "LOCK_STRATEGY": _choice("LOCK_STRATEGY", "redis", LOCK_STRATEGIES),
+        # How long per-event lock statistics (live lock view) outlive the event's last activity.
+        "LOCK_STATS_WINDOW_SECONDS": _int("LOCK_STATS_WINDOW_SECONDS", 600, minimum=10),
         "RETRY_AFTER_SECONDS": _int("RETRY_AFTER_SECONDS", 1, minimum=1),
         "TOKEN_TTL_HOURS": _int("TOKEN_TTL_HOURS", 24 * 30, minimum=1),
         "PASSWORD_HASH_METHOD": _str("PASSWORD_HASH_METHOD", "scrypt"),
         "INSTANCE_NAME": _str("INSTANCE_NAME", socket.gethostname()),
+        # Off: every metric call is a no-op and /metrics answers 404 (overhead comparisons).
+        "METRICS_ENABLED": _bool("METRICS_ENABLED", True),
         "METRICS_TOKEN": _str("METRICS_TOKEN", None),
         "OPS_TOKEN": _str("OPS_TOKEN", None),
-        "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 64 * 1024, minimum=1024),
+        # Room for the largest body the schemas allow, every character JSON-escaped: a 10,000
+        # character description of astral characters alone is 120 kB (\uXXXX\uXXXX each).
+        "MAX_CONTENT_LENGTH": _int("MAX_CONTENT_LENGTH", 256 * 1024, minimum=1024),
+        # Idempotency-Key records: how long a key's answer is replayed, and after how long an
+        # unfinished claim counts as abandoned (longer than any request may run: gunicorn
+        # kills a worker after GUNICORN_TIMEOUT).
+        "IDEMPOTENCY_TTL_HOURS": _int("IDEMPOTENCY_TTL_HOURS", 24, minimum=1),
+        "IDEMPOTENCY_LEASE_SECONDS": _int("IDEMPOTENCY_LEASE_SECONDS", 60, minimum=1),
+        # Rate limits ("N/second|minute|hour|day", ";"-separated for several), counted in Redis.
+        "RATE_LIMIT_ENABLED": _bool("RATE_LIMIT_ENABLED", True),
+        "RATE_LIMIT_LOGIN": _str("RATE_LIMIT_LOGIN", "10/minute"),
+        "RATE_LIMIT_REGISTER": _str("RATE_LIMIT_REGISTER", "5/minute"),
+        "RATE_LIMIT_BOOKINGS": _str("RATE_LIMIT_BOOKINGS", "60/minute"),
+        # Reverse proxies in front of the app that append to X-Forwarded-For; 0 trusts none.
+        # Per-address rate limits need the real client address.
+        "TRUSTED_PROXIES": _int("TRUSTED_PROXIES", 0),
+        # Comma-separated origins allowed to call the API from a browser; unset: CORS off.
+        "CORS_ORIGINS": _str("CORS_ORIGINS", None),
         "LOG_LEVEL": _str("LOG_LEVEL", "INFO"),
     }
 
 
 def validate(config: dict[str, Any]) -> None:
     """Reject combinations that would break the locking model."""
+    # Overrides passed to create_app bypass from_environment's parsing; check them here too.
+    if config["LOCK_STRATEGY"] not in LOCK_STRATEGIES:
+        raise ConfigError(
+            f"LOCK_STRATEGY must be one of {', '.join(LOCK_STRATEGIES)}, "
+            f"got {config['LOCK_STRATEGY']!r}"
+        )
     if config["DB_STATEMENT_TIMEOUT_MS"] >= config["LOCK_EXPIRE_SECONDS"] * 1000:
         raise ConfigError(
             "DB_STATEMENT_TIMEOUT_MS must be shorter than LOCK_EXPIRE_SECONDS, "
             "or a slow transaction outlives its lock lease"
         )
+    if config.get("REDIS_SENTINELS"):
+        parse_sentinels(config["REDIS_SENTINELS"])
+    for name in ("RATE_LIMIT_LOGIN", "RATE_LIMIT_REGISTER", "RATE_LIMIT_BOOKINGS"):
+        _check_rate_limit(name, config[name])
+
+
+def parse_sentinels(value: str) -> list[tuple[str, int]]:
+    """Parse REDIS_SENTINELS ("host:port,host:port") into (host, port) pairs."""
+    sentinels = []
+    for item in value.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"REDIS_SENTINELS must be 'host:port,host:port', got {value!r}")
+        sentinels.append((host.strip("[]"), int(port)))
+    return sentinels
+
+
+def _check_rate_limit(name: str, value: str) -> None:
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(f"{name} must look like '10/minute', got {value!r}") from None

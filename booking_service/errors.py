@@ -105,6 +105,27 @@ class DbUnavailable(DomainError):
     retry_after = True
 
 
+class InvalidIdempotencyKey(DomainError):
+    status, code, title = 400, "invalid_idempotency_key", "The Idempotency-Key header is malformed"
+
+
+class IdempotencyKeyMismatch(DomainError):
+    status, code, title = (
+        422,
+        "idempotency_key_mismatch",
+        "This Idempotency-Key was used for a different request",
+    )
+
+
+class IdempotencyInProgress(DomainError):
+    status, code, title = (
+        409,
+        "idempotency_in_progress",
+        "A request with this Idempotency-Key is still being processed",
+    )
+    retry_after = True
+
+
 # Codes for errors raised by Flask/werkzeug/webargs rather than by our services.
 _HTTP_CODES = {
     400: "bad_request",

@@ -11,10 +11,12 @@ from flask import Flask
 from flask_smorest import Api
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 from sqlalchemy import Engine, create_engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
+from booking_service.config import parse_sentinels
 from booking_service.errors import DbUnavailable
 
 openapi = Api()
@@ -40,6 +42,9 @@ class Database:
             pool_timeout=config["DB_POOL_TIMEOUT_SECONDS"],
             # A backend killed by the server is noticed at checkout, not mid-request.
             pool_pre_ping=True,
+            # Error messages (and so logged tracebacks) carry no bound values: no password or
+            # token hashes, no personal data.
+            hide_parameters=True,
             connect_args={
                 "connect_timeout": 3,
                 "options": f"-c statement_timeout={config['DB_STATEMENT_TIMEOUT_MS']}",
@@ -81,15 +86,33 @@ class RedisClient:
 
     def configure(self, config: dict[str, Any]) -> None:
         socket_timeout = config["REDIS_SOCKET_TIMEOUT_SECONDS"]
-        self.client = redis.Redis.from_url(
-            config["REDIS_URL"],
-            socket_connect_timeout=socket_timeout,
+        options: dict[str, Any] = {
+            "socket_connect_timeout": socket_timeout,
             # BLPOP waits up to the lock wait; the socket must outlast it.
-            socket_timeout=config["LOCK_WAIT_SECONDS"] + socket_timeout,
-            retry_on_timeout=False,
-            # One immediate retry covers a pooled connection that died with a Redis restart;
-            # the client's default exponential backoff would hold requests for seconds.
-            retry=Retry(NoBackoff(), 1),
+            "socket_timeout": config["LOCK_WAIT_SECONDS"] + socket_timeout,
+            "retry_on_timeout": False,
+            # One immediate retry covers a pooled connection that died with a Redis restart
+            # (or a failover: through Sentinel the retry reconnects to the new primary); the
+            # client's default exponential backoff would hold requests for seconds.
+            "retry": Retry(NoBackoff(), 1),
+        }
+        if config.get("REDIS_PASSWORD"):
+            options["password"] = config["REDIS_PASSWORD"]
+        if not config.get("REDIS_SENTINELS"):
+            self.client = redis.Redis.from_url(config["REDIS_URL"], **options)
+            return
+        sentinel_kwargs: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_timeout,
+        }
+        if config.get("REDIS_SENTINEL_PASSWORD"):
+            sentinel_kwargs["password"] = config["REDIS_SENTINEL_PASSWORD"]
+        sentinel = Sentinel(
+            parse_sentinels(config["REDIS_SENTINELS"]), sentinel_kwargs=sentinel_kwargs
+        )
+        # The pool asks the sentinels for the current primary whenever it opens a connection.
+        self.client = sentinel.master_for(
+            config["REDIS_SENTINEL_SERVICE"], db=config["REDIS_DB"], **options
         )
 
     def get(self) -> redis.Redis:

@@ -17,6 +17,7 @@ from booking_service.api.schemas import (
 )
 from booking_service.errors import InvalidCredentials, UsernameTaken, ValidationFailed
 from booking_service.models import Role, User
+from booking_service.security import limit_sign_in
 from booking_service.services import accounts
 
 blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Accounts and tokens")
@@ -24,6 +25,7 @@ blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Accoun
 
 @blp.route("/register/organizer")
 class RegisterOrganizer(MethodView):
+    @limit_sign_in(blp, setting="RATE_LIMIT_REGISTER", scope="register")
     @blp.arguments(OrganizerRegistrationSchema)
     @blp.response(201, SignedInSchema)
     @problems(blp, ValidationFailed, UsernameTaken)
@@ -34,6 +36,7 @@ class RegisterOrganizer(MethodView):
 
 @blp.route("/register/customer")
 class RegisterCustomer(MethodView):
+    @limit_sign_in(blp, setting="RATE_LIMIT_REGISTER", scope="register")
     @blp.arguments(CustomerRegistrationSchema)
     @blp.response(201, SignedInSchema)
     @problems(blp, ValidationFailed, UsernameTaken)
@@ -44,6 +47,7 @@ class RegisterCustomer(MethodView):
 
 @blp.route("/login")
 class Login(MethodView):
+    @limit_sign_in(blp, setting="RATE_LIMIT_LOGIN", scope="login")
     @blp.arguments(LoginSchema)
     @blp.response(200, SignedInSchema)
     @problems(blp, ValidationFailed, InvalidCredentials)

@@ -12,6 +12,7 @@ from flask_smorest.pagination import PaginationParameters
 
 from booking_service import metrics
 from booking_service.api.common import ID, auth_required, current_user, page_items, problems
+from booking_service.api.idempotency import idempotent
 from booking_service.api.schemas import BookingCreateSchema, BookingQuerySchema, BookingSchema
 from booking_service.errors import (
     AlreadyActive,
@@ -28,6 +29,7 @@ from booking_service.errors import (
     ValidationFailed,
 )
 from booking_service.models import Booking, Role
+from booking_service.security import limit_per_user
 from booking_service.services import bookings
 
 blp = Blueprint("bookings", __name__, url_prefix="/api/v1/bookings", description="Bookings")
@@ -56,6 +58,8 @@ class Bookings(MethodView):
         return page_items(page, pagination_parameters)
 
     @auth_required(blp, Role.CUSTOMER)
+    @limit_per_user(blp, setting="RATE_LIMIT_BOOKINGS", scope="bookings")
+    @idempotent(blp)
     @blp.arguments(BookingCreateSchema)
     @blp.response(201, BookingSchema, headers={"Location": {"schema": {"type": "string"}}})
     @problems(
@@ -109,6 +113,8 @@ class CancelBooking(MethodView):
 @blp.route(f"/<{ID}:booking_id>/reactivate")
 class ReactivateBooking(MethodView):
     @auth_required(blp, Role.CUSTOMER)
+    @limit_per_user(blp, setting="RATE_LIMIT_BOOKINGS", scope="bookings")
+    @idempotent(blp)
     @blp.response(200, BookingSchema)
     @problems(
         blp,

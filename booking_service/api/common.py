@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import hmac
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
 import marshmallow as ma
-from flask import g, request
-from flask_smorest import Blueprint
-from flask_smorest.pagination import PaginationParameters
+from flask import current_app, g, request
+from flask_smorest import Api, Blueprint
+from flask_smorest.pagination import PaginationMetadataSchema, PaginationParameters
 
-from booking_service.errors import DomainError, Forbidden, Unauthorized
+from booking_service.errors import (
+    PROBLEM_CONTENT_TYPE,
+    DomainError,
+    Forbidden,
+    Unauthorized,
+    ValidationFailed,
+)
 from booking_service.models import Role, User
 from booking_service.services import MAX_ID, Page, accounts
 
@@ -34,6 +42,33 @@ class ProblemSchema(ma.Schema):
         keys=ma.fields.String(),
         values=ma.fields.Raw(),
         metadata={"description": "Field name → messages, on validation errors."},
+    )
+
+
+def document_stock_problems(api: Api) -> None:
+    """Describe flask-smorest's stock error responses as the problem+json really sent.
+
+    Query-string arguments and pagination document their 422 by reference to its
+    UNPROCESSABLE_ENTITY response, and every operation gets DEFAULT_ERROR; out of the box both
+    describe flask-smorest's own JSON error body, which this service never sends.
+    """
+    content = {PROBLEM_CONTENT_TYPE: {"schema": ProblemSchema}}
+    for name, description in (
+        ("UNPROCESSABLE_ENTITY", f"`{ValidationFailed.code}`: {ValidationFailed.title}"),
+        ("DEFAULT_ERROR", "Any other problem, with its stable `code`"),
+    ):
+        api.spec.components.response(
+            name, {"description": description, "content": content}, lazy=True
+        )
+    # X-Pagination carries a JSON object. The stock ``schema`` form means OpenAPI's "simple"
+    # header style (``k,v,k,v``), which is not what is sent; ``content`` says JSON.
+    api.spec.components.header(
+        "PAGINATION",
+        {
+            "description": "Pagination metadata, a JSON object",
+            "content": {"application/json": {"schema": PaginationMetadataSchema}},
+        },
+        lazy=True,
     )
 
 
@@ -98,6 +133,40 @@ def auth_required(blp: Blueprint, *roles: Role) -> Callable[[Any], Any]:
     return decorator
 
 
+def ops_access_required(blp: Blueprint) -> Callable[[Any], Any]:
+    """Require an admin's bearer token or the OPS_TOKEN; documents the 401 and 403 answers."""
+
+    def decorator(func: Any) -> Any:
+        @wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            token = bearer_token()
+            expected = current_app.config.get("OPS_TOKEN")
+            # Closed by default: with no OPS_TOKEN configured only admins get in. Bytes, so
+            # that a non-ASCII header is a mismatch rather than a TypeError.
+            if expected and hmac.compare_digest(token.encode(), expected.encode()):
+                g.user = None
+                return func(*args, **kwargs)
+            user = accounts.authenticate(token=token)
+            if user.role != Role.ADMIN.value:
+                raise Forbidden("This needs the admin role or the ops token.")
+            g.user = user
+            return func(*args, **kwargs)
+
+        documented = blp.doc(security=BEARER)(wrapper)
+        return problems(blp, Unauthorized, Forbidden)(documented)
+
+    return decorator
+
+
+# The text rules as OpenAPI patterns, so that clients (and fuzzers) know them. ``\s`` means
+# different characters in Python's re and in ECMA-262, the dialect of OpenAPI patterns; the
+# characters only one of them counts as space are listed, so both read the same class.
+_SPACE = r"\s\x1c-\x1f\x85\ufeff"
+NO_NUL_PATTERN = r"^[^\x00]*$"
+NOT_BLANK_PATTERN = rf"^[^\x00]*[^\x00{_SPACE}][^\x00]*$"
+_VISIBLE = re.compile(rf"[^{_SPACE}]")
+
+
 def no_nul(value: str) -> bool:
     """PostgreSQL text cannot hold NUL characters; reject them as invalid input."""
     if "\x00" in value:
@@ -105,8 +174,18 @@ def no_nul(value: str) -> bool:
     return True
 
 
+def encodable(value: str) -> bool:
+    """JSON may escape a lone surrogate (``"\\ud800"``); no database or hash can take one."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ma.ValidationError("Must be valid Unicode (no unpaired surrogates).") from None
+    return True
+
+
 def not_blank(value: str) -> bool:
-    if not value.strip():
+    # The same test as NOT_BLANK_PATTERN, so the documented rule and the enforced one agree.
+    if not _VISIBLE.search(value):
         raise ma.ValidationError("Must not be blank.")
     return True
 
@@ -115,14 +194,21 @@ def text_field(
     *, max_length: int, required: bool = False, blank: bool = True, **kwargs: Any
 ) -> ma.fields.String:
     """A string field that PostgreSQL can store, bounded in length."""
-    validators: list[Any] = [ma.validate.Length(max=max_length), no_nul]
+    validators: list[Any] = [
+        ma.validate.Length(min=None if blank else 1, max=max_length),
+        no_nul,
+        encodable,
+    ]
     if not blank:
         validators.append(not_blank)
-    return ma.fields.String(required=required, validate=validators, **kwargs)
+    metadata = {"pattern": NO_NUL_PATTERN if blank else NOT_BLANK_PATTERN}
+    metadata.update(kwargs.pop("metadata", {}))
+    return ma.fields.String(required=required, validate=validators, metadata=metadata, **kwargs)
 
 
-def id_field(**kwargs: Any) -> ma.fields.Integer:
-    return ma.fields.Integer(strict=True, validate=ma.validate.Range(min=1, max=MAX_ID), **kwargs)
+def id_field(*, strict: bool = True, **kwargs: Any) -> ma.fields.Integer:
+    """An id in range; ``strict=False`` for query strings, where every value arrives as text."""
+    return ma.fields.Integer(strict=strict, validate=ma.validate.Range(min=1, max=MAX_ID), **kwargs)
 
 
 def page_items(page: Page[Any], pagination: PaginationParameters) -> list[Any]:

@@ -24,5 +24,10 @@ class Page(Generic[T]):
 def paginate(session: Session, query: Select[Any], *, page: int, page_size: int) -> Page[Any]:
     """Run ``query`` for one page and count its total rows."""
     total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
-    items = list(session.scalars(query.limit(page_size).offset((page - 1) * page_size)))
+    offset = (page - 1) * page_size
+    if offset >= total:
+        # Past the end (any page number is valid): nothing to fetch. This also keeps huge
+        # page numbers away from OFFSET, a bigint in PostgreSQL.
+        return Page(items=[], total=total or 0)
+    items = list(session.scalars(query.limit(page_size).offset(offset)))
     return Page(items=items, total=total or 0)
