@@ -1,4 +1,4 @@
-"""``flask`` commands: init-db, seed-demo, create-admin, check-invariants."""
+"""``flask`` commands: database, demo data, admins, reconciliation, purge-idempotency-keys."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from booking_service import database
 from booking_service.errors import UsernameTaken
 from booking_service.extensions import db
 from booking_service.models import Booking, BookingStatus, Event, Role, User
-from booking_service.services import accounts, invariants
+from booking_service.services import accounts, idempotency, invariants
 
 DEMO_PASSWORD = "demo-password"
 DEMO_ORGANIZERS = [("alice", "Alice Events Ltd"), ("bob", "Bob's Venues")]
@@ -52,6 +52,12 @@ def check_invariants() -> None:
         click.echo(f"{len(drift)} problem(s) found", err=True)
         sys.exit(1)
     click.echo("ok: every booked_count matches its active bookings; no duplicates")
+
+
+@click.command("purge-idempotency-keys")
+def purge_idempotency_keys() -> None:
+    """Delete expired Idempotency-Key records (run it daily, e.g. from cron)."""
+    click.echo(f"deleted {idempotency.purge_expired()} expired idempotency record(s)")
 
 
 def _demo_user(username: str, role: Role, organization: str | None = None) -> User:
@@ -116,5 +122,5 @@ def seed_demo() -> None:
 
 
 def register_commands(app: Flask) -> None:
-    for command in (init_db, create_admin, check_invariants, seed_demo):
+    for command in (init_db, create_admin, check_invariants, seed_demo, purge_idempotency_keys):
         app.cli.add_command(command)

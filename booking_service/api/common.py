@@ -133,6 +133,14 @@ def auth_required(blp: Blueprint, *roles: Role) -> Callable[[Any], Any]:
     return decorator
 
 
+def token_equals(token: str, expected: str | None) -> bool:
+    """Constant-time check of a presented token against a configured one (unset: no match).
+
+    Compared as bytes, so a non-ASCII header is a mismatch rather than a TypeError.
+    """
+    return bool(expected) and hmac.compare_digest(token.encode(), expected.encode())
+
+
 def ops_access_required(blp: Blueprint) -> Callable[[Any], Any]:
     """Require an admin's bearer token or the OPS_TOKEN; documents the 401 and 403 answers."""
 
@@ -140,10 +148,8 @@ def ops_access_required(blp: Blueprint) -> Callable[[Any], Any]:
         @wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             token = bearer_token()
-            expected = current_app.config.get("OPS_TOKEN")
-            # Closed by default: with no OPS_TOKEN configured only admins get in. Bytes, so
-            # that a non-ASCII header is a mismatch rather than a TypeError.
-            if expected and hmac.compare_digest(token.encode(), expected.encode()):
+            # Closed by default: with no OPS_TOKEN configured only admins get in.
+            if token_equals(token, current_app.config.get("OPS_TOKEN")):
                 g.user = None
                 return func(*args, **kwargs)
             user = accounts.authenticate(token=token)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 
-from flask import Response, abort, current_app, request
+from flask import Response, abort, current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import text
 
 from booking_service import metrics
+from booking_service.api.common import bearer_token, token_equals
 from booking_service.errors import Unauthorized, problem_response
 from booking_service.extensions import db, redis_client
 from booking_service.services import capacity
@@ -21,13 +21,6 @@ log = logging.getLogger(__name__)
 
 # Top of the live lock view exported as gauges: a fixed, small number of series per scrape.
 HOT_EVENTS_EXPORTED = 5
-
-
-def token_matches(expected: str) -> bool:
-    """Constant-time comparison of the request's bearer token with ``expected``."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), expected)
 
 
 def _check(name: str) -> str | None:
@@ -107,7 +100,7 @@ class Metrics(MethodView):
         if not metrics.recording:
             abort(404)
         expected = current_app.config["METRICS_TOKEN"]
-        if expected and not token_matches(expected):
+        if expected and not token_equals(bearer_token(), expected):
             raise Unauthorized("Send 'Authorization: Bearer <METRICS_TOKEN>'.")
         body, content_type = metrics.render_latest(metrics.ScrapeTimeCollector(_scrape_state))
         return Response(body, content_type=content_type)
