@@ -56,3 +56,28 @@ if problems:
     sys.exit(1)
 PY
 }
+
+# The benchmark's tools: wrk (Debian), pgbench (comes with PostgreSQL) and the pip packages in
+# bench/requirements.txt (own stamp: ensure_venv's is named after the file's basename).
+ensure_bench_tools() {
+    if ! command -v wrk >/dev/null; then
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "missing Debian package: wrk (install it: apt-get install wrk)" >&2
+            exit 1
+        fi
+        echo "==> installing Debian package: wrk"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+    fi
+    if ! command -v pgbench >/dev/null; then
+        echo "pgbench is missing: it ships with PostgreSQL (apt-get install postgresql-client)" >&2
+        exit 1
+    fi
+    local requirements="$ROOT/bench/requirements.txt"
+    local stamp="$VENV/.installed-bench-requirements.txt"
+    if [ ! -f "$stamp" ] || [ "$requirements" -nt "$stamp" ]; then
+        echo "==> installing bench/requirements.txt"
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+        touch "$stamp"
+    fi
+}

@@ -22,6 +22,8 @@ if [ ${#needed[@]} -gt 0 ]; then
 fi
 
 ensure_venv "$ROOT/requirements-dev.txt"
+# tests/bench runs the benchmark harness in smoke mode: wrk, pgbench, matplotlib.
+ensure_bench_tools
 DATABASE_URL="${TEST_DATABASE_URL:-postgresql+psycopg2://postgres@127.0.0.1:5432/booking_service_test}" \
 REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}" check_services
 

@@ -1,0 +1,115 @@
+"""Two gunicorn instances of the service, as users run them, sharing PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tests.support.servers import AppInstance
+
+# Families read from /metrics before and after a scenario; the difference is what it did.
+METRIC_FAMILIES = (
+    "booking_lock_wait_seconds_sum",
+    "booking_lock_wait_seconds_count",
+    "booking_lock_hold_seconds_sum",
+    "booking_lock_hold_seconds_count",
+    "booking_lock_acquisitions_total",
+    "booking_lock_lost_total",
+    "bookings_total",
+)
+_SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+([0-9.eE+-]+|NaN)$")
+
+
+class Cluster:
+    """Two instances on free loopback ports; restartable with another lock strategy."""
+
+    def __init__(self, env: dict[str, str], *, workers: int, threads: int) -> None:
+        self.env = env
+        self.workers = workers
+        self.threads = threads
+        self.instances: list[AppInstance] = []
+        self.strategy: str | None = None
+
+    @property
+    def ports(self) -> list[int]:
+        return [instance.port for instance in self.instances]
+
+    def start(self, strategy: str) -> None:
+        self.stop()
+        self.strategy = strategy
+        env = {**self.env, "LOCK_STRATEGY": strategy}
+        self.instances = [
+            AppInstance(env, workers=self.workers, threads=self.threads, name=f"bench-{n}")
+            for n in range(2)
+        ]
+        # Both at once: each takes about a second to import the app and bind.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(lambda instance: instance.start(), self.instances))
+
+    def stop(self) -> None:
+        for instance in self.instances:
+            instance.stop()
+        self.instances = []
+        self.strategy = None
+
+    def worker_pids(self) -> list[int]:
+        return [pid for instance in self.instances for pid in instance.worker_pids()]
+
+    def worker_cpu(self) -> dict[int, float]:
+        """CPU seconds (user + system) each gunicorn worker has used so far."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        usage = {}
+        for pid in self.worker_pids():
+            try:
+                # Fields after the parenthesised command name; utime and stime are 14 and 15.
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            usage[pid] = (int(fields[11]) + int(fields[12])) / ticks
+        return usage
+
+    def logs_tail(self, chars: int = 3000) -> str:
+        return "\n".join(f"--- {i.name}\n{i.log()[-chars:]}" for i in self.instances)
+
+    def metrics(self) -> dict[str, float]:
+        """The service's booking and lock metrics summed over both instances."""
+        totals: dict[str, float] = {}
+        for instance in self.instances:
+            try:
+                body = requests.get(f"{instance.base_url}/metrics", timeout=5).text
+            except requests.RequestException:
+                continue
+            for line in body.splitlines():
+                match = _SAMPLE.match(line)
+                if not match or match.group(1) not in METRIC_FAMILIES:
+                    continue
+                name = match.group(1) + (match.group(2) or "")
+                totals[name] = totals.get(name, 0.0) + float(match.group(3))
+        return totals
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """What happened between two scrapes, with the mean lock wait and hold in milliseconds."""
+    delta = {
+        name: round(value - before.get(name, 0.0), 6)
+        for name, value in after.items()
+        if value - before.get(name, 0.0)
+    }
+    out: dict[str, Any] = {"counters": delta}
+    for kind in ("wait", "hold"):
+        count = delta.get(f"booking_lock_{kind}_seconds_count", 0)
+        total = delta.get(f"booking_lock_{kind}_seconds_sum", 0)
+        if count:
+            out[f"lock_{kind}_mean_ms"] = round(1000 * total / count, 3)
+    return out

@@ -1,0 +1,117 @@
+"""Sizes and targets of a benchmark run: the full run and the short smoke run."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+BENCH_DATABASE_URL = os.environ.get(
+    "BENCH_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/booking_bench"
+)
+# Not 0 (demo), 8 or 15 (tests): the bench flushes this database before every run.
+BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big and how long each part of a run is."""
+
+    clients: int  # concurrent connections in S1-S4 and both baselines (pgbench clients too)
+    duration: float  # seconds of every fixed-duration measurement
+    warmup: float  # seconds of warm-up traffic after the instances start
+    workers: int  # gunicorn workers per instance (two instances)
+    threads: int  # gthread threads per worker
+    customers: int  # pre-seeded customers with tokens
+    sellout_capacity: int  # S1: seats of the hot event
+    sellout_timeout: float  # S1: give up if not sold out by then
+    spread_events: int  # S3 and S4: events the load is spread over
+    spread_capacity: int  # S3 and S4: seats per event (never sells out during a run)
+    growth_rows: int  # S5: bookings in the database for the "large" measurement
+    growth_hot_rows: int  # S5: of which on the one hot event
+    growth_clients: int  # S5: connections while measuring the cost of a booking
+    growth_duration: float  # S5: seconds per measurement
+    growth_repeats: int  # S5: measurements per state; the cheapest counts (noise only adds)
+    growth_db_transactions: int  # S5: pgbench transactions (1 client) per state
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# 2 cores: 2 instances x 2 workers = 4 processes, 2 per core, so one worker's GIL or I/O wait
+# does not idle a core; 8 threads each give 64 handler threads, one per client.
+FULL = Sizes(
+    clients=64,
+    duration=20.0,
+    warmup=3.0,
+    workers=2,
+    threads=8,
+    customers=200_000,
+    sellout_capacity=5_000,
+    sellout_timeout=180.0,
+    spread_events=500,
+    spread_capacity=100_000,
+    growth_rows=1_000_000,
+    growth_hot_rows=100_000,
+    growth_clients=16,
+    growth_duration=10.0,
+    growth_repeats=2,
+    growth_db_transactions=2_000,
+)
+
+# Checks that the harness works and the invariants hold; its numbers mean nothing.
+SMOKE = Sizes(
+    clients=8,
+    duration=2.0,
+    warmup=1.0,
+    workers=1,
+    threads=4,
+    customers=4_000,
+    sellout_capacity=200,
+    sellout_timeout=30.0,
+    spread_events=20,
+    spread_capacity=10_000,
+    growth_rows=10_000,
+    growth_hot_rows=1_000,
+    growth_clients=4,
+    growth_duration=2.0,
+    growth_repeats=1,
+    growth_db_transactions=200,
+)
+
+SCENARIOS = ("S1", "S2", "S3", "S4", "S5")
+STRATEGIES = ("redis", "none")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A target from the issue: ``value op goal`` is met; ``value op stretch`` is the stretch."""
+
+    name: str
+    goal: float
+    stretch: float
+    higher_is_better: bool
+
+    def grade(self, value: float | None) -> str:
+        if value is None:
+            return "n/a"
+
+        def meets(limit: float) -> bool:
+            return value >= limit if self.higher_is_better else value <= limit
+
+        if meets(self.stretch):
+            return "stretch"
+        return "met" if meets(self.goal) else "MISSED"
+
+    def describe(self) -> str:
+        op = "≥" if self.higher_is_better else "≤"
+        return f"{op} {self.goal:g} ({op} {self.stretch:g})"
+
+
+TARGETS = {
+    "S1_vs_pgbench": Target("S1 bookings/s ÷ pgbench ceiling", 0.35, 0.5, True),
+    "S1_p99_ms": Target("S1 p99 ms (64 clients in the full run)", 150.0, 60.0, False),
+    "S2_vs_livez": Target("S2 rejections/s ÷ livez rps", 0.5, 0.8, True),
+    "S3_vs_S1": Target("S3 bookings/s ÷ S1 bookings/s", 1.0, 1.5, True),
+    "S5_growth": Target("S5 cost at 1M rows ÷ cost at 0", 1.2, 1.05, False),
+}

@@ -1,0 +1,82 @@
+"""The benchmark harness, end to end at tiny sizes: it runs, reports, and nothing overbooks.
+
+Never a speed threshold: this machine is shared and small. The numbers belong to `make bench`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPECTED_ROWS = {
+    "B1/pgbench",
+    "B2/livez",
+    "S1/redis",
+    "S1/none",
+    "S2/redis",
+    "S3/redis",
+    "S3/none",
+    "S4/redis",
+    "S5/redis",
+}
+
+
+@pytest.mark.slow
+def test_smoke_run_reports_every_scenario_and_no_violation(tmp_path: Path) -> None:
+    # A database of its own beside the test database: the harness drops and recreates it.
+    url = make_url(TEST_DATABASE_URL)
+    bench_url = url.set(database=f"{url.database}_bench_smoke")
+    env = {
+        **os.environ,
+        "BENCH_DATABASE_URL": bench_url.render_as_string(hide_password=False),
+        "BENCH_REDIS_URL": TEST_REDIS_URL,
+    }
+    started = time.monotonic()
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    output = f"stdout:\n{completed.stdout[-6000:]}\nstderr:\n{completed.stderr[-6000:]}"
+    assert completed.returncode == 0, output
+
+    [report] = tmp_path.glob("*.json")
+    result = json.loads(report.read_text())
+    rows = {row["key"]: row for row in result["rows"]}
+    assert set(rows) == EXPECTED_ROWS, output
+    assert result["invariant_violations"] == 0, output
+    assert result["failed"] == [], output
+    for key, row in rows.items():
+        assert row["value"], f"{key} measured nothing\n{output}"
+    # The sell-out really sold out, under both lock strategies.
+    capacity = result["sizes"]["sellout_capacity"]
+    for key in ("S1/redis", "S1/none"):
+        assert rows[key]["details"]["event"]["booked_count"] == capacity, output
+    assert rows["S2/redis"]["details"]["load"]["codes"].get("409 event_full"), output
+    assert {target["id"] for target in result["targets"]} == {
+        "S1_vs_pgbench",
+        "S1_p99_ms",
+        "S2_vs_livez",
+        "S3_vs_S1",
+        "S5_growth",
+    }
+    assert "S5" in completed.stdout and "Invariant violations: 0" in completed.stdout
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert result["chart"] and Path(result["chart"]).stat().st_size > 10_000
+    print(f"bench smoke run took {elapsed:.0f} s")
