@@ -12,7 +12,7 @@ from flask_smorest import Api
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -47,7 +47,13 @@ class Database:
             hide_parameters=True,
             connect_args={
                 "connect_timeout": 3,
-                "options": f"-c statement_timeout={config['DB_STATEMENT_TIMEOUT_MS']}",
+                # Bound statements *and* the pauses between them: a holder frozen mid-
+                # transaction (SIGSTOP, VM pause) loses its row locks with its session instead
+                # of blocking the event's bookings long after its lock lease ran out.
+                "options": (
+                    f"-c statement_timeout={config['DB_STATEMENT_TIMEOUT_MS']} "
+                    f"-c idle_in_transaction_session_timeout={config['DB_STATEMENT_TIMEOUT_MS']}"
+                ),
                 "application_name": "booking-service",
             },
         )
@@ -60,6 +66,14 @@ class Database:
             raise RuntimeError("Database used before init_app")
         with translate_db_errors(), self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """One transaction on a bare connection, for hot-path statements that need no ORM."""
+        if self.engine is None:
+            raise RuntimeError("Database used before init_app")
+        with translate_db_errors(), self.engine.begin() as connection:
+            yield connection
 
 
 @contextmanager

@@ -1,0 +1,292 @@
+"""Faults injected into a running three-instance cluster under booking load (DESIGN §2).
+
+Three gunicorn instances (two workers each) share the test PostgreSQL and a Redis this module
+starts. For each fault, customers keep booking, cancelling and reactivating on three small events
+and one roomy probe event; the fault is injected mid-load; then ``harness.evaluate`` checks rows,
+answers and recovery, and adds a row to the fault table printed at the end of the run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests import factories
+from tests.conftest import TEST_DATABASE_URL
+from tests.faults.harness import (
+    FAULT_SETTINGS,
+    LOCK_EXPIRE_SECONDS,
+    LOCK_TAKING,
+    Call,
+    FaultCluster,
+    FaultReport,
+    FrozenHolder,
+    LoadResult,
+    Population,
+    Stall,
+    assert_clean,
+    evaluate,
+    freeze_lock_holder,
+    load_driver,
+    populate,
+    register_table,
+    running_load,
+    terminate_app_backends,
+    warm_up,
+)
+from tests.support.instances import instance_env, running
+from tests.support.servers import AppInstance, RedisServer
+
+pytestmark = pytest.mark.slow
+
+# How long the load keeps running after a fault ends; longer than every recovery bound.
+OBSERVE_SECONDS = 6.0
+
+
+@pytest.fixture(scope="module")
+def cluster(app: Flask, request: pytest.FixtureRequest) -> Iterator[FaultCluster]:
+    # ``app`` first: it recreates the schema the instances are about to use.
+    register_table(request.config)
+    with RedisServer() as lock_redis:
+        env = instance_env(REDIS_URL=lock_redis.url, **FAULT_SETTINGS)
+        instances = [AppInstance(env, workers=2, threads=4, name=f"fault-{n}") for n in range(3)]
+        with running(instances):
+            yield FaultCluster(instances, lock_redis)
+
+
+@pytest.fixture
+def population(cluster: FaultCluster, client: FlaskClient) -> Population:
+    """Fresh users and events (tables were emptied by ``clean_state``), a healthy cluster."""
+    cluster.control().flushdb()
+    cluster.wait_healthy()
+    return populate(client)
+
+
+def _answers(result: LoadResult, start: float, end: float) -> list[Call]:
+    """Calls answered within the window."""
+    return [c for c in result.calls if c.status is not None and start <= c.ended <= end]
+
+
+def _check_exclusive(
+    report: FaultReport, result: LoadResult, holder: FrozenHolder, event: int
+) -> None:
+    """Nobody may get the event's lock while the frozen holder's lease still runs."""
+    lease_end = holder.frozen_at + holder.lease_left
+    for call in result.calls:
+        if (
+            call.event_id == event
+            and call.op in LOCK_TAKING
+            and call.ok
+            and call.started >= holder.frozen_at
+            and call.ended < lease_end - 0.1  # clock slack
+        ):
+            report.violations.append(
+                f"{call.op} on event {event} succeeded {lease_end - call.ended:.2f}s before the "
+                "frozen holder's lease ran out"
+            )
+
+
+def test_worker_killed_while_holding_lock(cluster: FaultCluster, population: Population):
+    """SIGKILL a worker inside its critical section: others book again once the lease expires."""
+    driver = load_driver(cluster, population)
+    with running_load(driver):
+        warm_up(driver)
+        holder, attempts = freeze_lock_holder(cluster, population.probe_event)
+        os.kill(holder.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        time.sleep(LOCK_EXPIRE_SECONDS + OBSERVE_SECONDS)
+    result = driver.stop()
+    cluster.wait_healthy()  # gunicorn replaced the worker
+
+    report = evaluate(
+        "SIGKILL of a lock holder",
+        result,
+        recovered_from=killed_at,
+        # The lease has to run out first; then one lock wait and scheduling slack.
+        recovery_bound=LOCK_EXPIRE_SECONDS + 3.0,
+        recovery_events=[population.probe_event],
+        stalls=[Stall(holder.instance, holder.frozen_at, killed_at)],
+    )
+    _check_exclusive(report, result, holder, population.probe_event)
+    report.notes.append(
+        f"holder {cluster.instances[holder.instance].name} pid {holder.pid} caught after "
+        f"{attempts} attempt(s), {holder.lease_left:.2f}s of lease left"
+    )
+    assert_clean(report, cluster)
+
+
+def test_lock_holder_paused_past_its_lease(cluster: FaultCluster, population: Population):
+    """SIGSTOP a holder for longer than its lease, then SIGCONT.
+
+    Others book the event once the lease has run out, the late holder's work cannot break the
+    invariants (its session was ended, so its commit fails), and its lost lease is counted.
+    """
+    lost_before = [cluster.lock_lost_total(n) for n in range(len(cluster.instances))]
+    driver = load_driver(cluster, population)
+    with running_load(driver):
+        warm_up(driver)
+        holder, attempts = freeze_lock_holder(cluster, population.probe_event)
+        try:
+            paused_for = LOCK_EXPIRE_SECONDS + 2.0
+            time.sleep(max(0.0, holder.frozen_at + paused_for - time.monotonic()))
+        finally:
+            os.kill(holder.pid, signal.SIGCONT)  # never leave a worker frozen
+        resumed_at = time.monotonic()
+        time.sleep(OBSERVE_SECONDS)
+    result = driver.stop()
+
+    report = evaluate(
+        "SIGSTOP of a lock holder past its lease",
+        result,
+        recovered_from=resumed_at,
+        recovery_bound=3.0,
+        recovery_events=[population.probe_event],
+        # Requests the frozen worker had accepted could not be answered until SIGCONT.
+        stalls=[Stall(holder.instance, holder.frozen_at, resumed_at)],
+    )
+    _check_exclusive(report, result, holder, population.probe_event)
+    others = [
+        call.ended - holder.frozen_at
+        for call in result.calls
+        if call.event_id == population.probe_event
+        and call.op in LOCK_TAKING
+        and call.ok
+        and holder.frozen_at <= call.started
+        and call.ended < resumed_at
+    ]
+    lost_after = cluster.lock_lost_total(holder.instance)
+    report.notes.append(
+        f"holder {cluster.instances[holder.instance].name} pid {holder.pid} caught after "
+        f"{attempts} attempt(s), paused {resumed_at - holder.frozen_at:.2f}s; other workers "
+        f"booked the event {len(others)} time(s) meanwhile"
+        + (f", first after {min(others):.2f}s" if others else "")
+        + f"; booking_lock_lost_total {lost_before[holder.instance]:g} -> {lost_after:g}"
+    )
+    if lost_after < lost_before[holder.instance] + 1:
+        report.violations.append("the late holder's lost lease was not counted")
+    if not others:
+        # Its lease ran out and PostgreSQL ended its idle transaction (releasing the event's
+        # row lock): nothing may keep the others waiting for the frozen holder.
+        report.violations.append("nobody else booked the event while its holder was frozen")
+    assert_clean(report, cluster)
+
+
+def test_redis_stopped_and_restarted(
+    cluster: FaultCluster, population: Population, client: FlaskClient
+):
+    """Redis goes away for 3 s: bookings fail closed with 503, cancels go on, then recovery."""
+    # A booking outside the load (the in-process app locks on the suite's other Redis), to
+    # cancel through the cluster while its Redis is down: freeing a seat needs no lock.
+    organizer, customer = factories.organizer(client), factories.customer(client)
+    aside = factories.create_event(client, organizer["token"], capacity=1)["id"]
+    booking = factories.book(client, customer["token"], aside).get_json()["id"]
+
+    driver = load_driver(cluster, population)
+    with running_load(driver):
+        warm_up(driver)
+        assert cluster.redis is not None
+        cluster.redis.stop()
+        stopped_at = time.monotonic()
+        try:
+            time.sleep(1.0)
+            cancel = requests.post(
+                f"{cluster.urls[0]}{factories.API}/bookings/{booking}/cancel",
+                headers=factories.auth(customer["token"]),
+                timeout=10,
+            )
+            time.sleep(2.0)
+        finally:
+            restarting_at = time.monotonic()
+            cluster.redis.start()  # same port, empty: every lease is gone
+        restarted_at = time.monotonic()  # it answers PING
+        time.sleep(OBSERVE_SECONDS)
+    result = driver.stop()
+
+    report = evaluate(
+        "Redis stopped and restarted",
+        result,
+        recovered_from=restarted_at,
+        recovery_bound=5.0,
+    )
+    during = _answers(result, stopped_at + 0.2, restarting_at)
+    refused = [c for c in during if c.status == 503 and c.code == "lock_unavailable"]
+    report.notes.append(
+        f"during the outage: {len(refused)} lock_unavailable; a cancel answered "
+        f"{cancel.status_code}"
+    )
+    if not refused:
+        report.violations.append(
+            "no booking was refused with lock_unavailable while Redis was down"
+        )
+    if cancel.status_code != 200 or factories.booking_status(booking) != "cancelled":
+        report.violations.append(
+            f"a cancel (no lock needed) failed while Redis was down: {cancel.status_code}"
+        )
+    if any(c.op in LOCK_TAKING and c.ok and c.started > stopped_at + 0.2 for c in during):
+        report.violations.append("a booking succeeded without the lock while Redis was down")
+    assert_clean(report, cluster)
+
+
+def test_redis_paused_longer_than_lock_wait(cluster: FaultCluster, population: Population):
+    """CLIENT PAUSE for 3 s (lock wait 1 s): bounded 503s, no stuck requests, then recovery."""
+    pause_seconds = 3.0
+    driver = load_driver(cluster, population)
+    with running_load(driver):
+        warm_up(driver)
+        cluster.control().execute_command("CLIENT", "PAUSE", int(pause_seconds * 1000), "ALL")
+        paused_at = time.monotonic()
+        time.sleep(pause_seconds)
+        unpaused_at = time.monotonic()
+        time.sleep(OBSERVE_SECONDS)
+    result = driver.stop()
+
+    report = evaluate(
+        "Redis paused (CLIENT PAUSE) 3s",
+        result,
+        recovered_from=unpaused_at,
+        # Leases taken by commands that ran only after their client gave up must expire.
+        recovery_bound=LOCK_EXPIRE_SECONDS + 3.0,
+    )
+    during = _answers(result, paused_at, unpaused_at + 1.0)
+    refused = [c for c in during if c.status == 503]
+    report.notes.append(f"during the pause: {len(refused)} answered 503")
+    if not refused:
+        report.violations.append("no request was refused with 503 while Redis was paused")
+    assert_clean(report, cluster)
+
+
+def test_postgres_backends_terminated(cluster: FaultCluster, population: Population):
+    """pg_terminate_backend on every app connection, ten times a second for 3 s."""
+    driver = load_driver(cluster, population)
+    terminated = 0
+    with running_load(driver):
+        warm_up(driver)
+        started = time.monotonic()
+        while time.monotonic() - started < 3.0:
+            terminated += terminate_app_backends(TEST_DATABASE_URL)
+            time.sleep(0.1)
+        ended = time.monotonic()
+        time.sleep(OBSERVE_SECONDS)
+    result = driver.stop()
+
+    report = evaluate(
+        "PostgreSQL backends terminated",
+        result,
+        recovered_from=ended,
+        recovery_bound=3.0,
+    )
+    during = _answers(result, started, ended + 0.5)
+    refused = [c for c in during if c.status == 503 and c.code == "db_unavailable"]
+    report.notes.append(
+        f"{terminated} backends terminated; {len(refused)} requests answered db_unavailable"
+    )
+    if not terminated:
+        report.violations.append("no app backend was found to terminate")
+    assert_clean(report, cluster)
