@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -126,21 +126,28 @@ def logout(*, user: User, token: str) -> None:
         )
 
 
+# Every authenticated request runs this: Core rather than the ORM session, about half the
+# CPU per request. The User built from the row is transient (no session), read-only here.
+_USER_BY_LIVE_TOKEN = (
+    select(*User.__table__.columns)
+    .join(ApiToken, ApiToken.user_id == User.id)
+    .where(
+        ApiToken.token_hash == bindparam("token_hash"),
+        ApiToken.revoked_at.is_(None),
+        ApiToken.expires_at > func.now(),
+    )
+)
+
+
 def authenticate(*, token: str) -> User:
     """Return the user a live token belongs to, or raise Unauthorized."""
-    with db.transaction() as session:
-        user = session.scalar(
-            select(User)
-            .join(ApiToken, ApiToken.user_id == User.id)
-            .where(
-                ApiToken.token_hash == hash_token(token),
-                ApiToken.revoked_at.is_(None),
-                ApiToken.expires_at > func.now(),
-            )
-        )
-    if user is None:
+    with db.connection() as connection:
+        row = connection.execute(
+            _USER_BY_LIVE_TOKEN, {"token_hash": hash_token(token)}
+        ).one_or_none()
+    if row is None:
         raise Unauthorized("The token is unknown, expired or revoked.")
-    return user
+    return User(**row._asdict())
 
 
 def create_admin(*, username: str, password: str, email: str) -> User:

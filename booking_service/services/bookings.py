@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from sqlalchemy import Select, select, text
+from sqlalchemy import Select, bindparam, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -105,35 +105,41 @@ def create_booking(*, customer: User, event_id: int) -> Booking:
         if event.is_full:
             raise EventFull(f"Event {event_id} is sold out.")
         with locks.hold(event_id):
-            return _take_seat(customer_id=customer.id, event_id=event_id)
+            booking = _take_seat(customer_id=customer.id, event_id=event_id)
+        if booking is None:
+            # Explained after the lock is released: the reason needs a read, not the lock.
+            _reject_unbookable(get_event_snapshot(event_id), event_id, datetime.now(UTC))
+            raise EventFull(f"Event {event_id} is sold out.")
+        return booking
+
+
+_EVENT_BY_ID = select(*Event.__table__.columns).where(Event.id == bindparam("event_id"))
 
 
 def get_event_snapshot(event_id: int) -> Event | None:
-    with db.transaction() as session:
-        return session.get(Event, event_id) if event_id <= MAX_ID else None
+    """Read the event for the cheap rejections (Core, transient Event: a hot-path read)."""
+    if event_id > MAX_ID:
+        return None
+    with db.connection() as connection:
+        row = connection.execute(_EVENT_BY_ID, {"event_id": event_id}).one_or_none()
+    return None if row is None else Event(**row._asdict())
 
 
-def _take_seat(*, customer_id: int, event_id: int) -> Booking:
+def _take_seat(*, customer_id: int, event_id: int) -> Booking | None:
+    """Run the seat statement; None when there was no seat to take."""
     try:
-        with db.transaction() as session:
-            row = session.execute(
+        # A bare connection: this is the part every other booking of the event waits for.
+        with db.connection() as connection:
+            row = connection.execute(
                 TAKE_SEAT_SQL, {"event_id": event_id, "customer_id": customer_id}
             ).one_or_none()
-            if row is None:
-                _explain_no_seat(session, event_id)
-            return Booking(**row._asdict())
     except IntegrityError as error:
         if _is_one_active_violation(error):
             raise AlreadyBooked(
                 f"You already have an active booking for event {event_id}."
             ) from error
         raise
-
-
-def _explain_no_seat(session: Session, event_id: int) -> None:
-    event = session.get(Event, event_id)
-    _reject_unbookable(event, event_id, datetime.now(UTC))
-    raise EventFull(f"Event {event_id} is sold out.")
+    return None if row is None else Booking(**row._asdict())
 
 
 @contextmanager
