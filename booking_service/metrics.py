@@ -94,16 +94,19 @@ http_request_duration_seconds = Histogram(
     buckets=REQUEST_BUCKETS,
 )
 
-for outcome in ("acquired", "timeout", "error"):
-    lock_acquisitions_total.labels(outcome=outcome)
-for result in (
+LOCK_OUTCOMES = ("acquired", "timeout", "error")
+BOOKING_RESULTS = (
     "created",
     "event_full",
     "already_booked",
     "rejected",
     "lock_timeout",
     "unavailable",
-):
+)
+# Every label value exported from the start, so rates exist before the first occurrence.
+for outcome in LOCK_OUTCOMES:
+    lock_acquisitions_total.labels(outcome=outcome)
+for result in BOOKING_RESULTS:
     bookings_total.labels(result=result)
 
 

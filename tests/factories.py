@@ -158,3 +158,37 @@ def history(client: FlaskClient, token: str, **query: Any) -> list[dict[str, Any
     )
     assert response.status_code == 200, response.get_json()
     return response.get_json()
+
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
+EVENT_FIELDS = {
+    "id",
+    "title",
+    "description",
+    "start_time",
+    "end_time",
+    "capacity",
+    "booked_count",
+    "available_slots",
+    "is_full",
+    "is_past",
+    "is_ongoing",
+    "organizer_id",
+    "created_at",
+    "updated_at",
+}
+
+
+def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
+    """Check an RFC 9457 problem response with the given status and stable code."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.content_type == PROBLEM_CONTENT_TYPE
+    problem = response.get_json()
+    assert set(problem) >= PROBLEM_FIELDS
+    assert problem["status"] == status
+    assert problem["code"] == code
+    assert problem["type"] == f"urn:booking-service:problem:{code}"
+    assert isinstance(problem["title"], str) and problem["title"]
+    assert isinstance(problem["detail"], str) and problem["detail"]
+    return problem

@@ -34,15 +34,6 @@ SCAN_COUNT = 500
 MAX_HELD_SCANNED = 2000
 MAX_RECENT = 500
 QUANTILES = (0.5, 0.95, 0.99)
-BOOKING_RESULTS = (
-    "created",
-    "event_full",
-    "already_booked",
-    "rejected",
-    "lock_timeout",
-    "unavailable",
-)
-LOCK_OUTCOMES = ("acquired", "timeout", "error")
 
 
 # --- live lock table --------------------------------------------------------------------
@@ -324,10 +315,10 @@ def dashboard_stats(*, upcoming_limit: int = 10) -> DashboardStats:
         lock_wait=summarize_histogram(samples["booking_lock_wait_seconds"]),
         lock_hold=summarize_histogram(samples["booking_lock_hold_seconds"]),
         booking_request=summarize_histogram(samples["booking_request_seconds"]),
-        lock_acquisitions=by_label("booking_lock_acquisitions", "outcome", LOCK_OUTCOMES),
+        lock_acquisitions=by_label("booking_lock_acquisitions", "outcome", metrics.LOCK_OUTCOMES),
         lock_lost=total("booking_lock_lost", "booking_lock_lost_total"),
         lock_waiters=total("booking_lock_waiters", "booking_lock_waiters"),
-        bookings=by_label("bookings", "result", BOOKING_RESULTS),
+        bookings=by_label("bookings", "result", metrics.BOOKING_RESULTS),
         upcoming=fullest_upcoming_events(limit=upcoming_limit),
     )
 

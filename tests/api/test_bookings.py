@@ -17,7 +17,7 @@ from redis.retry import Retry
 
 from booking_service.locking import locks
 from tests import factories as f
-from tests.factories import API, auth, in_hours, iso
+from tests.factories import API, assert_problem, auth, in_hours, iso
 
 
 def unreachable_redis() -> redis.Redis:
@@ -29,14 +29,6 @@ def unreachable_redis() -> redis.Redis:
 
 BOOKINGS = f"{API}/bookings"
 BOOKING_FIELDS = {"id", "event_id", "customer_id", "status", "created_at", "updated_at"}
-
-
-def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.get_json()
-    assert response.content_type == "application/problem+json"
-    problem = response.get_json()
-    assert problem["code"] == code
-    return problem
 
 
 def snapshot(event_id: int) -> tuple[int, int, int]:
@@ -68,21 +60,6 @@ def booked(client: FlaskClient, token: str, event_id: int) -> dict[str, Any]:
     response = f.book(client, token, event_id)
     assert response.status_code == 201, response.get_json()
     return response.get_json()
-
-
-@pytest.fixture
-def org(client: FlaskClient) -> dict[str, Any]:
-    return f.organizer(client)
-
-
-@pytest.fixture
-def cust(client: FlaskClient) -> dict[str, Any]:
-    return f.customer(client)
-
-
-@pytest.fixture
-def other_cust(client: FlaskClient) -> dict[str, Any]:
-    return f.customer(client)
 
 
 @pytest.fixture

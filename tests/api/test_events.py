@@ -10,26 +10,9 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests import factories as f
-from tests.factories import API, auth, in_hours, iso
+from tests.factories import API, EVENT_FIELDS, assert_problem, auth, in_hours, iso
 
 EVENTS = f"{API}/events"
-
-EVENT_FIELDS = {
-    "id",
-    "title",
-    "description",
-    "start_time",
-    "end_time",
-    "capacity",
-    "booked_count",
-    "available_slots",
-    "is_full",
-    "is_past",
-    "is_ongoing",
-    "organizer_id",
-    "created_at",
-    "updated_at",
-}
 
 
 def event_body(**overrides: Any) -> dict[str, Any]:
@@ -58,33 +41,10 @@ def ids(response: Any) -> list[int]:
     return [item["id"] for item in response.get_json()]
 
 
-def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.get_json()
-    assert response.content_type == "application/problem+json"
-    problem = response.get_json()
-    assert problem["code"] == code
-    return problem
-
-
 def event_row(client: FlaskClient, event_id: int) -> dict[str, Any]:
     response = client.get(f"{EVENTS}/{event_id}")
     assert response.status_code == 200
     return response.get_json()
-
-
-@pytest.fixture
-def org(client: FlaskClient) -> dict[str, Any]:
-    return f.organizer(client)
-
-
-@pytest.fixture
-def other_org(client: FlaskClient) -> dict[str, Any]:
-    return f.organizer(client)
-
-
-@pytest.fixture
-def cust(client: FlaskClient) -> dict[str, Any]:
-    return f.customer(client)
 
 
 def started_event(org: dict[str, Any], **kwargs: Any) -> int:

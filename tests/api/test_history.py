@@ -11,18 +11,10 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests import factories as f
-from tests.factories import API, PASSWORD, auth
+from tests.factories import API, PASSWORD, assert_problem, auth
 
 HISTORY = f"{API}/history"
 ENTRY_FIELDS = {"id", "action", "entity_type", "entity_id", "details", "created_at"}
-
-
-def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.get_json()
-    assert response.content_type == "application/problem+json"
-    problem = response.get_json()
-    assert problem["code"] == code
-    return problem
 
 
 def summary(entries: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
@@ -38,16 +30,6 @@ def login(client: FlaskClient, username: str) -> str:
 def tick() -> None:
     """Let the clock move so that consecutive transactions get distinct timestamps."""
     time.sleep(0.01)
-
-
-@pytest.fixture
-def org(client: FlaskClient) -> dict[str, Any]:
-    return f.organizer(client)
-
-
-@pytest.fixture
-def cust(client: FlaskClient) -> dict[str, Any]:
-    return f.customer(client)
 
 
 # --- what is recorded -------------------------------------------------------------------

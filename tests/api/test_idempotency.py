@@ -25,7 +25,7 @@ from booking_service.extensions import db
 from booking_service.locking import lock_name
 from booking_service.services import idempotency
 from tests import factories as f
-from tests.factories import API, auth
+from tests.factories import API, assert_problem, auth
 
 BOOKINGS = f"{API}/bookings"
 
@@ -42,15 +42,6 @@ def reactivate(client: FlaskClient, token: str, booking_id: int, key: str | None
     if key is not None:
         headers["Idempotency-Key"] = key
     return client.post(f"{BOOKINGS}/{booking_id}/reactivate", headers=headers)
-
-
-def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.get_json()
-    assert response.content_type == "application/problem+json"
-    problem = response.get_json()
-    assert problem["code"] == code
-    assert problem["status"] == status
-    return problem
 
 
 def records(user_id: int | None = None) -> list[dict[str, Any]]:
