@@ -133,6 +133,9 @@ def main() -> int:
             "DATABASE_URL": DATABASE_URL,
             "REDIS_URL": redis_server.url,
             "LOG_LEVEL": "WARNING",
+            # Otherwise one worker may accept every wrk connection in one round and not in the
+            # next: a two-level throughput that swamps the few per cent being measured.
+            "GUNICORN_WORKER_CONNECTIONS": str(-(-args.connections // args.workers)),
         }
         sides = {
             state: Side(
