@@ -101,16 +101,21 @@ def create_booking(*, customer: User, event_id: int) -> Booking:
     """Book one seat on the event for the customer."""
     with _count_booking_result():
         # Cheap rejections: no lock, no write, connection back in the pool at once.
-        event = _reject_unbookable(get_event_snapshot(event_id), event_id, datetime.now(UTC))
-        if event.is_full:
-            raise EventFull(f"Event {event_id} is sold out.")
+        _refuse_unless_bookable(event_id)
         with locks.hold(event_id):
             booking = _take_seat(customer_id=customer.id, event_id=event_id)
         if booking is None:
             # Explained after the lock is released: the reason needs a read, not the lock.
-            _reject_unbookable(get_event_snapshot(event_id), event_id, datetime.now(UTC))
+            _refuse_unless_bookable(event_id)
             raise EventFull(f"Event {event_id} is sold out.")
         return booking
+
+
+def _refuse_unless_bookable(event_id: int) -> None:
+    """Raise the reason a booking cannot succeed now (missing, started, ended, full), if any."""
+    event = _reject_unbookable(get_event_snapshot(event_id), event_id, datetime.now(UTC))
+    if event.is_full:
+        raise EventFull(f"Event {event_id} is sold out.")
 
 
 _EVENT_BY_ID = select(*Event.__table__.columns).where(Event.id == bindparam("event_id"))
