@@ -6,7 +6,7 @@
 Everything is reported as a ratio against baselines measured in the same run on the same
 machine, because absolute numbers on a shared 2-core box say little:
 
-- pgbench ceiling: the service's own booking transaction (TAKE_SEAT_SQL) on one hot event,
+- pgbench ceiling: the service's own booking transaction (TAKE_SEATS) on one hot event,
   straight against PostgreSQL with the same number of clients;
 - livez ceiling: GET /livez through the same two gunicorn instances.
 
@@ -384,7 +384,7 @@ class Bench:
         )
 
     def pgbench_cost(self, event: int, first: int, transactions: int) -> float | None:
-        """Mean latency of TAKE_SEAT_SQL from one pgbench client: the database's share."""
+        """Mean latency of TAKE_SEATS from one pgbench client: the database's share."""
         result = run_pgbench(
             database_url=BENCH_DATABASE_URL,
             clients=1,
@@ -403,7 +403,7 @@ class Bench:
         # The secondary strategy first, so the primary one ends the run with S5's big table.
         order = [s for s in strategies if s != primary] + [primary]
         self.measure(
-            Row("B1/pgbench", "B1", None, "pgbench ceiling (TAKE_SEAT_SQL, hot event)",
+            Row("B1/pgbench", "B1", None, "pgbench ceiling (TAKE_SEATS, hot event)",
                 "bookings/s"),
             self.pgbench_ceiling,
         )  # fmt: skip

@@ -13,6 +13,7 @@ from booking_service import errors, metrics
 from booking_service.extensions import db, openapi, redis_client
 from booking_service.locking import locks
 from booking_service.services import accounts
+from booking_service.services.seats import seat_queue
 
 __version__ = "0.1.0"
 
@@ -63,6 +64,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     redis_client.init_app(app)
     locks.configure(app.config, redis_client.get())
+    seat_queue.configure(app.config)
     accounts.settings.password_hash_method = app.config["PASSWORD_HASH_METHOD"]
     accounts.settings.token_ttl = timedelta(hours=app.config["TOKEN_TTL_HOURS"])
 

@@ -98,6 +98,9 @@ def from_environment() -> dict[str, Any]:
         # redis: per-event Redis lock (DESIGN §2). none: the database constraints alone
         # arbitrate; for benchmark comparisons only (requests then queue inside PostgreSQL).
         "LOCK_STRATEGY": _choice("LOCK_STRATEGY", "redis", LOCK_STRATEGIES),
+        # Most bookings of one event that one process takes under one lock hold and commits
+        # together (services/seats.py); 1 turns group commit off.
+        "SEAT_BATCH_MAX": _int("SEAT_BATCH_MAX", 16, minimum=1),
         # How long per-event lock statistics (live lock view) outlive the event's last activity.
         "LOCK_STATS_WINDOW_SECONDS": _int("LOCK_STATS_WINDOW_SECONDS", 600, minimum=10),
         "RETRY_AFTER_SECONDS": _int("RETRY_AFTER_SECONDS", 1, minimum=1),

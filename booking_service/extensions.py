@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -12,7 +13,7 @@ from flask_smorest import Api
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, CursorResult, Engine, create_engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -74,6 +75,34 @@ class Database:
             raise RuntimeError("Database used before init_app")
         with translate_db_errors(), self.engine.begin() as connection:
             yield connection
+
+
+class PreparedStatement:
+    """A hot statement each pooled connection prepares once (PREPARE) and then runs (EXECUTE).
+
+    Written with SQLAlchemy's ``:name`` placeholders. Preparing saves parsing and planning on
+    every call, which for a statement run under the event lock is most of its cost in CPU.
+    """
+
+    def __init__(self, name: str, sql: str, **parameter_types: str) -> None:
+        self.name = name
+        self.sql = sql
+        positional = sql
+        for position, parameter in enumerate(parameter_types, start=1):
+            positional = re.sub(rf":{parameter}\b", f"${position}", positional)
+        signature = ", ".join(parameter_types.values())
+        self._prepare = f"PREPARE {name} ({signature}) AS {positional}"
+        self._execute = text(f"EXECUTE {name}({', '.join(f':{p}' for p in parameter_types)})")
+
+    def execute(self, connection: Connection, parameters: dict[str, Any]) -> CursorResult[Any]:
+        """Run it on the connection, preparing it first if this connection has not yet."""
+        # Connection.info lives as long as the database session, and so does a PREPARE
+        # (a rollback does not undo it).
+        prepared: set[str] = connection.info.setdefault("prepared_statements", set())
+        if self.name not in prepared:
+            connection.exec_driver_sql(self._prepare)
+            prepared.add(self.name)
+        return connection.execute(self._execute, parameters)
 
 
 @contextmanager

@@ -48,6 +48,13 @@ def stats_key(event_id: int) -> str:
 
 
 @dataclass
+class Holding:
+    """What a lock hold served; a batch of seat requests sets ``requests`` to its size."""
+
+    requests: int = 1
+
+
+@dataclass
 class EventLocks:
     """Factory for event locks; configured once per process by ``configure``."""
 
@@ -72,12 +79,13 @@ class EventLocks:
         return f"{self.instance}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
     @contextmanager
-    def hold(self, event_id: int) -> Iterator[None]:
+    def hold(self, event_id: int) -> Iterator[Holding]:
         """Hold the event's lock for the duration of the block, or raise a 503 error."""
+        holding = Holding()
         if self.strategy == "none":
             # No Redis at all: the conditional seat update and the partial unique index still
             # make overbooking impossible; concurrent requests queue on the row lock instead.
-            yield
+            yield holding
             return
         if self.client is None:
             raise RuntimeError("EventLocks used before configure")
@@ -87,7 +95,7 @@ class EventLocks:
         self._acquire(lock, event_id)
         acquired_at = time.monotonic()
         try:
-            yield
+            yield holding
         finally:
             held_for = time.monotonic() - acquired_at
             metrics.lock_hold_seconds.observe(held_for)
@@ -97,6 +105,7 @@ class EventLocks:
                 self._record_stats(
                     event_id,
                     acquired=1,
+                    requests=holding.requests,
                     lost=int(not released),
                     hold_us=int(held_for * 1_000_000),
                 )

@@ -58,6 +58,11 @@ lock_hold_seconds = Histogram(
     "Time a per-event lock was held, from acquisition to release.",
     buckets=LOCK_BUCKETS,
 )
+seat_batch_size = Histogram(
+    "booking_seat_batch_size",
+    "Bookings of one event taken under one lock hold and committed together (group commit).",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 lock_acquisitions_total = Counter(
     "booking_lock_acquisitions",
     "Attempts to take a per-event lock, by outcome (acquired, timeout, error).",
@@ -136,6 +141,7 @@ _RECORDERS: dict[str, object] = {
     for name in (
         "lock_wait_seconds",
         "lock_hold_seconds",
+        "seat_batch_size",
         "lock_acquisitions_total",
         "lock_lost_total",
         "lock_waiters",

@@ -138,13 +138,17 @@ class Event(Base):
         return f"<Event {self.id} {self.title!r} {self.booked_count}/{self.capacity}>"
 
 
+# Its name is how the services tell "already booked" from other integrity errors.
+ONE_ACTIVE_BOOKING_INDEX = "uq_bookings_active_event_customer"
+
+
 class Booking(Base):
     __tablename__ = "bookings"
     __table_args__ = (
         CheckConstraint("status IN ('active', 'cancelled')", name="status_known"),
         # At most one active booking per customer and event; cancelled ones may pile up.
         Index(
-            "uq_bookings_active_event_customer",
+            ONE_ACTIVE_BOOKING_INDEX,
             "event_id",
             "customer_id",
             unique=True,

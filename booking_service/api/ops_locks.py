@@ -66,6 +66,12 @@ class LockRowSchema(ma.Schema):
     )
     waiters = ma.fields.Integer(metadata={"description": "Requests queueing for the lock now."})
     acquired = ma.fields.Integer(metadata={"description": "Acquisitions in the window."})
+    requests = ma.fields.Integer(
+        metadata={
+            "description": "Requests served under those acquisitions: bookings of one process "
+            "queued together share one hold (group commit), so this can exceed `acquired`."
+        }
+    )
     timeouts = ma.fields.Integer(metadata={"description": "Waits that timed out (503)."})
     lost = ma.fields.Integer(metadata={"description": "Leases lost before release."})
     avg_hold_ms = ma.fields.Float(allow_none=True)

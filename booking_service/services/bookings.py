@@ -2,7 +2,8 @@
 
 Order on the booking path: cheap rejections without lock or write → event lock (taken before a
 database connection is checked out, so queued requests hold no connection) → one short
-transaction → release. The conditional seat update and the partial unique index are what make
+transaction → release; ``services.seats`` runs the last three, for this process's requests for
+the same event together. The conditional seat update and the partial unique index are what make
 overbooking and double booking impossible; the lock only keeps the queue in Redis.
 """
 
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from sqlalchemy import Select, bindparam, select, text
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -35,33 +36,10 @@ from booking_service.extensions import db
 from booking_service.locking import locks
 from booking_service.models import Booking, BookingStatus, Event, Role, User
 from booking_service.services import MAX_ID, Page, history, paginate
+from booking_service.services.seats import is_one_active_violation, seat_queue
 
 ACTIVE = BookingStatus.ACTIVE.value
 CANCELLED = BookingStatus.CANCELLED.value
-ONE_ACTIVE_BOOKING_INDEX = "uq_bookings_active_event_customer"
-
-# Seat, booking and history in one statement: one round trip while the lock is held.
-# No row back means no seat (full, started, or gone); the caller then asks why.
-TAKE_SEAT_SQL = text(
-    """
-    WITH seat AS (
-        UPDATE events
-           SET booked_count = booked_count + 1, updated_at = now()
-         WHERE id = :event_id AND booked_count < capacity AND start_time > now()
-     RETURNING id
-    ), booking AS (
-        INSERT INTO bookings (event_id, customer_id, status, created_at, updated_at)
-        SELECT id, :customer_id, 'active', now(), now() FROM seat
-     RETURNING id, event_id, customer_id, status, created_at, updated_at
-    ), entry AS (
-        INSERT INTO history_entries (user_id, action, entity_type, entity_id, details, created_at)
-        SELECT customer_id, 'create', 'booking', id,
-               jsonb_build_object('event_id', event_id), now()
-          FROM booking
-    )
-    SELECT id, event_id, customer_id, status, created_at, updated_at FROM booking
-    """
-)
 
 _RESULT_BY_ERROR: dict[type[DomainError], str] = {
     EventFull: "event_full",
@@ -92,18 +70,13 @@ def _reject_unbookable(event: Event | None, event_id: int, now: datetime) -> Eve
     return event
 
 
-def _is_one_active_violation(error: IntegrityError) -> bool:
-    diag = getattr(error.orig, "diag", None)
-    return getattr(diag, "constraint_name", None) == ONE_ACTIVE_BOOKING_INDEX
-
-
 def create_booking(*, customer: User, event_id: int) -> Booking:
     """Book one seat on the event for the customer."""
     with _count_booking_result():
         # Cheap rejections: no lock, no write, connection back in the pool at once.
         _refuse_unless_bookable(event_id)
-        with locks.hold(event_id):
-            booking = _take_seat(customer_id=customer.id, event_id=event_id)
+        # Behind the event lock, batched with this process's other requests for the event.
+        booking = seat_queue.take(event_id=event_id, customer_id=customer.id)
         if booking is None:
             # Explained after the lock is released: the reason needs a read, not the lock.
             _refuse_unless_bookable(event_id)
@@ -128,23 +101,6 @@ def get_event_snapshot(event_id: int) -> Event | None:
     with db.connection() as connection:
         row = connection.execute(_EVENT_BY_ID, {"event_id": event_id}).one_or_none()
     return None if row is None else Event(**row._asdict())
-
-
-def _take_seat(*, customer_id: int, event_id: int) -> Booking | None:
-    """Run the seat statement; None when there was no seat to take."""
-    try:
-        # A bare connection: this is the part every other booking of the event waits for.
-        with db.connection() as connection:
-            row = connection.execute(
-                TAKE_SEAT_SQL, {"event_id": event_id, "customer_id": customer_id}
-            ).one_or_none()
-    except IntegrityError as error:
-        if _is_one_active_violation(error):
-            raise AlreadyBooked(
-                f"You already have an active booking for event {event_id}."
-            ) from error
-        raise
-    return None if row is None else Booking(**row._asdict())
 
 
 @contextmanager
@@ -224,7 +180,7 @@ def reactivate_booking(*, customer: User, booking_id: int) -> Booking:
         try:
             session.flush()
         except IntegrityError as error:
-            if _is_one_active_violation(error):
+            if is_one_active_violation(error):
                 # The failed flush expired ``event``; reading event.id here would raise.
                 raise AlreadyBooked(
                     f"You already have another active booking for event {event_id}."

@@ -53,6 +53,7 @@ class LockRow:
     lease_left_ms: int | None
     waiters: int
     acquired: int
+    requests: int
     timeouts: int
     lost: int
     avg_hold_ms: float | None
@@ -194,6 +195,7 @@ def _row(
         # A waiter killed mid-wait never decrements; never show a negative queue.
         waiters=max(0, counter("waiters")),
         acquired=acquired,
+        requests=counter("requests"),
         timeouts=counter("timeouts"),
         lost=counter("lost"),
         avg_hold_ms=round(counter("hold_us") / acquired / 1000, 3) if acquired else None,

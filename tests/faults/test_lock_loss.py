@@ -19,7 +19,7 @@ from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 
 from booking_service.locking import lock_key, locks
-from booking_service.services import bookings
+from booking_service.services.seats import SeatRequest, take_seats
 from tests import factories
 from tests.factories import auth
 from tests.support.instances import (
@@ -75,7 +75,9 @@ def _lose_the_lease(
             assert rival_response.status_code == 201, rival_response.text  # it got the lock
 
             # The late holder really runs the seat statement; the database finds no seat.
-            assert bookings._take_seat(customer_id=holder["user"]["id"], event_id=event_id) is None
+            late = SeatRequest(holder["user"]["id"])
+            take_seats(event_id, [late])
+            assert late.booking is None and not late.already_booked
         lost_after = _lost_total()
 
     lost_lines = [

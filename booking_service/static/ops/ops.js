@@ -400,6 +400,7 @@
       row.dataset.eventId = String(e.event_id);
       row.dataset.held = String(e.held);
       row.dataset.acquired = String(e.acquired);
+      row.dataset.requests = String(e.requests);
       row.dataset.waiters = String(e.waiters);
       row.dataset.timeouts = String(e.timeouts);
       var title = cell(row, "", "title");
@@ -419,6 +420,7 @@
       cell(row, e.lease_left_ms === null ? "–" : fmtMs(e.lease_left_ms), "num");
       cell(row, fmtInt(e.waiters), "num" + (e.waiters > 0 ? " hot" : ""));
       cell(row, fmtInt(e.acquired), "num");
+      cell(row, fmtInt(e.requests), "num");
       cell(row, fmtInt(e.timeouts), "num" + (e.timeouts > 0 ? " hot" : ""));
       cell(row, fmtInt(e.lost), "num" + (e.lost > 0 ? " hot" : ""));
       cell(row, e.avg_hold_ms === null ? "–" : fmtMs(e.avg_hold_ms), "num");

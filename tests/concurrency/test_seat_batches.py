@@ -1,0 +1,285 @@
+"""Group commit on the booking path (services/seats.py), with real threads, Redis and PostgreSQL.
+
+Requests of one process for the same event queue behind a leader that holds the event lock and
+takes all their seats in one statement. These tests hold the lock themselves (python-redis-lock
+on the app's Redis), so the batch forms deterministically, and they race the seat statement
+against a second database session to drive the fallbacks that keep every answer exact.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import redis
+import redis_lock
+from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
+from sqlalchemy import text
+
+from booking_service.errors import AlreadyBooked, LockTimeout
+from booking_service.extensions import db
+from booking_service.locking import lock_name, locks, stats_key
+from booking_service.models import Booking
+from booking_service.services.seats import SeatRequest, seat_queue, take_seats
+from tests import factories
+from tests.support.instances import event_snapshot
+
+WAIT_SECONDS = 10.0
+
+
+def _customers(client: FlaskClient, count: int) -> list[int]:
+    return [factories.customer(client)["user"]["id"] for _ in range(count)]
+
+
+def _event(client: FlaskClient, capacity: int) -> int:
+    organizer = factories.organizer(client)
+    return factories.create_event(client, organizer["token"], capacity=capacity)["id"]
+
+
+def _batch_metrics() -> tuple[float, float]:
+    count = REGISTRY.get_sample_value("booking_seat_batch_size_count") or 0.0
+    total = REGISTRY.get_sample_value("booking_seat_batch_size_sum") or 0.0
+    return count, total
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def _queued(event_id: int) -> int:
+    # The open batch behind the leader that waits for the lock (private state, read-only).
+    with seat_queue._guard:
+        return len(seat_queue._open.get(event_id, []))
+
+
+def _take_in_threads(
+    event_id: int, customer_ids: list[int]
+) -> tuple[list[Any], list[threading.Thread]]:
+    """Start one thread per customer calling the seat queue; outcomes land in request order."""
+    outcomes: list[Any] = [None] * len(customer_ids)
+
+    def take(index: int, customer_id: int) -> None:
+        try:
+            outcomes[index] = seat_queue.take(event_id=event_id, customer_id=customer_id)
+        except Exception as error:  # the outcome under test, whatever it is
+            outcomes[index] = error
+
+    threads = [
+        threading.Thread(target=take, args=(index, customer_id), daemon=True)
+        for index, customer_id in enumerate(customer_ids)
+    ]
+    for started, thread in enumerate(threads, start=1):
+        thread.start()
+        # One at a time, so the arrival order (and so the seat order) is known.
+        _until(lambda n=started: _queued(event_id) == n, "the request to queue")
+    return outcomes, threads
+
+
+def _join(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join(WAIT_SECONDS)
+        assert not thread.is_alive(), "a request never got its outcome"
+
+
+@contextmanager
+def _lock_held_elsewhere(redis_conn: redis.Redis, event_id: int) -> Iterator[None]:
+    lock = redis_lock.Lock(redis_conn, lock_name(event_id), expire=30)
+    assert lock.acquire(blocking=False)
+    try:
+        yield
+    finally:
+        lock.release()  # wakes the one waiter: the batch's leader
+
+
+def test_requests_queued_together_share_one_lock_hold_and_commit(
+    client: FlaskClient, redis_conn: redis.Redis
+):
+    event_id = _event(client, capacity=4)
+    customers = _customers(client, 6)
+    batches_before, requests_before = _batch_metrics()
+
+    with _lock_held_elsewhere(redis_conn, event_id):
+        outcomes, threads = _take_in_threads(event_id, customers)
+    _join(threads)
+
+    batches_after, requests_after = _batch_metrics()
+    assert (batches_after - batches_before, requests_after - requests_before) == (1, 6)
+    # The live lock view counts one acquisition that served six requests.
+    stats = redis_conn.hgetall(stats_key(event_id))
+    assert (int(stats[b"acquired"]), int(stats[b"requests"])) == (1, 6)
+    # Seats in arrival order; the two late requests find none (None: no seat).
+    assert all(isinstance(outcome, Booking) for outcome in outcomes[:4]), outcomes
+    assert outcomes[4:] == [None, None]
+    assert [b.customer_id for b in outcomes[:4]] == customers[:4]
+    snapshot = event_snapshot(event_id)
+    assert snapshot["booked_count"] == snapshot["active_rows"] == 4
+    assert factories.count_rows("history_entries", action="create", entity_type="booking") == 4
+
+
+def test_a_failed_lock_wait_fails_every_request_of_the_batch_and_writes_nothing(
+    client: FlaskClient, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+):
+    event_id = _event(client, capacity=10)
+    customers = _customers(client, 3)
+    monkeypatch.setattr(locks, "wait_seconds", 0.5)
+
+    with _lock_held_elsewhere(redis_conn, event_id):
+        outcomes, threads = _take_in_threads(event_id, customers)
+        _join(threads)
+
+    assert all(isinstance(outcome, LockTimeout) for outcome in outcomes), outcomes
+    assert len({id(outcome) for outcome in outcomes}) == 3, "one exception raised in 3 threads"
+    snapshot = event_snapshot(event_id)
+    assert snapshot["booked_count"] == snapshot["active_rows"] == 0
+
+
+def test_batch_gives_one_seat_per_customer_in_arrival_order(client: FlaskClient):
+    event_id = _event(client, capacity=3)
+    first, second, holder, late = _customers(client, 4)
+    factories.insert_active_booking(event_id=event_id, customer_id=holder)
+    requests = [SeatRequest(c) for c in (first, holder, first, second, late)]
+
+    take_seats(event_id, requests)
+
+    assert [r.booking.customer_id if r.booking else None for r in requests] == [
+        first,
+        None,
+        None,
+        second,
+        None,
+    ]
+    # The holder already had a seat, the repeat of ``first`` came second; ``late`` found none.
+    assert [r.already_booked for r in requests] == [False, True, True, False, False]
+    with pytest.raises(AlreadyBooked):
+        requests[2].outcome(event_id)
+    snapshot = event_snapshot(event_id)
+    assert snapshot["booked_count"] == snapshot["active_rows"] == 3
+    assert snapshot["duplicate_active"] == 0
+
+
+def test_batch_on_a_started_event_writes_nothing(client: FlaskClient):
+    organizer = factories.organizer(client)
+    event_id = factories.insert_event(
+        organizer_id=organizer["user"]["id"],
+        start=factories.in_hours(-1),
+        end=factories.in_hours(1),
+        capacity=5,
+    )
+    requests = [SeatRequest(c) for c in _customers(client, 3)]
+
+    take_seats(event_id, requests)
+
+    assert [(r.booking, r.already_booked) for r in requests] == [(None, False)] * 3
+    assert event_snapshot(event_id)["booked_count"] == 0
+
+
+# --- a booking that bypassed the lock (lost lease) commits while the batch runs -------------
+
+
+@contextmanager
+def _rival_booking(event_id: int, customer_id: int) -> Iterator[Callable[[], None]]:
+    """A second session books ``customer_id`` and keeps the event row locked until commit."""
+    assert db.engine is not None
+    with db.engine.connect() as rival:
+        transaction = rival.begin()
+        rival.execute(
+            text("UPDATE events SET booked_count = booked_count + 1 WHERE id = :id"),
+            {"id": event_id},
+        )
+        rival.execute(
+            text("INSERT INTO bookings (event_id, customer_id, status) VALUES (:e, :c, 'active')"),
+            {"e": event_id, "c": customer_id},
+        )
+        yield transaction.commit
+
+
+def _batch_in_thread(event_id: int, requests: list[SeatRequest]) -> threading.Thread:
+    thread = threading.Thread(target=take_seats, args=(event_id, requests), daemon=True)
+    thread.start()
+
+    def blocked_on_the_event_row() -> bool:
+        with db.connection() as connection:
+            return bool(
+                connection.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE 'EXECUTE take_seats%'"
+                    )
+                )
+            )
+
+    _until(blocked_on_the_event_row, "the batch to wait for the rival's row lock")
+    return thread
+
+
+def test_batch_that_loses_its_seats_to_a_rival_retries_each_request_alone(client: FlaskClient):
+    event_id = _event(client, capacity=2)
+    rival, first, second = _customers(client, 3)
+    requests = [SeatRequest(first), SeatRequest(second)]
+
+    with _rival_booking(event_id, rival) as commit_rival:
+        # The batch's snapshot still shows two free seats; the row it waits for will show one.
+        thread = _batch_in_thread(event_id, requests)
+        commit_rival()
+    _join([thread])
+
+    assert requests[0].booking is not None and requests[0].booking.customer_id == first
+    assert (requests[1].booking, requests[1].already_booked) == (None, False)
+    snapshot = event_snapshot(event_id)
+    assert snapshot["booked_count"] == snapshot["active_rows"] == snapshot["capacity"] == 2
+
+
+def test_batch_hitting_the_one_active_index_retries_each_request_alone(client: FlaskClient):
+    event_id = _event(client, capacity=10)
+    twice, other = _customers(client, 2)
+    requests = [SeatRequest(twice), SeatRequest(other)]
+
+    with _rival_booking(event_id, twice) as commit_rival:
+        thread = _batch_in_thread(event_id, requests)
+        commit_rival()
+    _join([thread])
+
+    # The whole batch statement failed on the index; alone, each got its exact answer.
+    assert (requests[0].booking, requests[0].already_booked) == (None, True)
+    assert requests[1].booking is not None and requests[1].booking.customer_id == other
+    snapshot = event_snapshot(event_id)
+    assert snapshot["booked_count"] == snapshot["active_rows"] == 2
+    assert snapshot["duplicate_active"] == 0
+
+
+def test_batches_of_one_when_group_commit_is_off(
+    client: FlaskClient, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+):
+    event_id = _event(client, capacity=10)
+    customers = _customers(client, 3)
+    monkeypatch.setattr(seat_queue, "max_batch", 1)
+    batches_before, _ = _batch_metrics()
+    waiters_before = _lock_waiters()
+
+    threads = [
+        threading.Thread(
+            target=seat_queue.take, kwargs={"event_id": event_id, "customer_id": c}, daemon=True
+        )
+        for c in customers
+    ]
+    with _lock_held_elsewhere(redis_conn, event_id):
+        for thread in threads:
+            thread.start()
+        _until(lambda: _lock_waiters() - waiters_before == 3, "three separate lock waiters")
+    _join(threads)
+
+    assert _batch_metrics()[0] - batches_before == 3
+    assert event_snapshot(event_id)["active_rows"] == 3
+
+
+def _lock_waiters() -> float:
+    """Requests of this process waiting on an event lock itself (not behind a leader)."""
+    return REGISTRY.get_sample_value("booking_lock_waiters") or 0.0
