@@ -183,10 +183,11 @@ def _parse_wrk(stdout: str, stopped_early: bool) -> LoadResult:
 
 
 def pgbench_script() -> str:
-    """The service's booking transaction as pgbench runs it: BEGIN, TAKE_SEATS, COMMIT.
+    """The service's booking transaction as pgbench runs it: TAKE_SEATS, on its own.
 
-    The service prepares the statement once per connection; pgbench does the same with
-    ``--protocol=prepared``. SQLAlchemy wraps it in BEGIN/COMMIT exactly like this. The
+    The service prepares the statement once per connection and runs it outside an explicit
+    transaction (autocommit: the statement is the transaction); pgbench does the same with
+    ``--protocol=prepared`` and no BEGIN/COMMIT around it. The
     customer is a per-client counter (variables persist across a client's transactions), so
     every transaction books a distinct customer and never hits the one-active-booking index.
     """
@@ -197,9 +198,7 @@ def pgbench_script() -> str:
     return (
         "\\set n :n + 1\n"
         "\\set customer_id :first_customer_id + :client_id * :stride + (:n % :stride)\n"
-        "BEGIN;\n"
         f"{sql};\n"
-        "COMMIT;\n"
     )
 
 

@@ -69,11 +69,12 @@ class Database:
             yield session
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
-        """An autocommit connection for one read-only statement on the hot path.
+    def single_statement(self) -> Iterator[Connection]:
+        """An autocommit connection, for hot paths whose whole transaction is one statement.
 
-        A single SELECT is atomic on its own; without a transaction around it the driver sends
-        neither BEGIN nor COMMIT, two of the three round trips such a read would cost.
+        A statement outside an explicit transaction is a transaction of its own: atomic, and
+        committed when it completes. Without BEGIN and COMMIT around it, the driver spends one
+        round trip on it instead of three.
         """
         if self.engine is None:
             raise RuntimeError("Database used before init_app")

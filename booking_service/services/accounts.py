@@ -141,7 +141,7 @@ _USER_BY_LIVE_TOKEN = (
 
 def authenticate(*, token: str) -> User:
     """Return the user a live token belongs to, or raise Unauthorized."""
-    with db.read() as connection:
+    with db.single_statement() as connection:
         row = connection.execute(
             _USER_BY_LIVE_TOKEN, {"token_hash": hash_token(token)}
         ).one_or_none()

@@ -98,7 +98,7 @@ def get_event_snapshot(event_id: int) -> Event | None:
     """Read the event for the cheap rejections (Core, transient Event: a hot-path read)."""
     if event_id > MAX_ID:
         return None
-    with db.read() as connection:
+    with db.single_statement() as connection:
         row = connection.execute(_EVENT_BY_ID, {"event_id": event_id}).one_or_none()
     return None if row is None else Event(**row._asdict())
 

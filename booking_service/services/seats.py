@@ -115,8 +115,9 @@ class SeatRequest:
 def take_seats(event_id: int, requests: list[SeatRequest]) -> None:
     """Run the seat statement for requests in arrival order, filling in each one's outcome."""
     try:
-        # A bare connection: this is the part every other booking of the event waits for.
-        with db.connection() as connection:
+        # One statement, so its own transaction: one round trip (no BEGIN, no COMMIT) while
+        # every other booking of the event waits.
+        with db.single_statement() as connection:
             rows = TAKE_SEATS.execute(
                 connection,
                 {"event_id": event_id, "customer_ids": [r.customer_id for r in requests]},
