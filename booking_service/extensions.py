@@ -79,7 +79,18 @@ class Database:
         if self.engine is None:
             raise RuntimeError("Database used before init_app")
         with translate_db_errors(), self.engine.connect() as connection:
-            yield connection.execution_options(isolation_level="AUTOCOMMIT")
+            # psycopg2's autocommit attribute is a client-side switch. SQLAlchemy's
+            # isolation_level="AUTOCOMMIT" would send a SET to the server going in and coming
+            # back, and those two round trips are the ones this is meant to save.
+            driver_connection = connection.connection.dbapi_connection
+            driver_connection.autocommit = True
+            try:
+                yield connection
+            finally:
+                # Back to transactions before the connection returns to the pool (a closed one
+                # is discarded by the pool anyway).
+                if not driver_connection.closed:
+                    driver_connection.autocommit = False
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
