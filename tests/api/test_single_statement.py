@@ -19,8 +19,7 @@ def test_statement_commits_on_its_own_and_the_connection_goes_back_transactional
 
 
 def test_a_failed_statement_also_leaves_the_connection_transactional(app: Flask):
-    with pytest.raises(ZeroDivisionError):
-        with db.single_statement() as connection:
-            driver = connection.connection.dbapi_connection
-            raise ZeroDivisionError
+    with pytest.raises(ZeroDivisionError), db.single_statement() as connection:
+        driver = connection.connection.dbapi_connection
+        raise ZeroDivisionError
     assert driver.autocommit is False
