@@ -92,14 +92,6 @@ class Database:
                 if not driver_connection.closed:
                     driver_connection.autocommit = False
 
-    @contextmanager
-    def connection(self) -> Iterator[Connection]:
-        """One transaction on a bare connection, for hot-path statements that need no ORM."""
-        if self.engine is None:
-            raise RuntimeError("Database used before init_app")
-        with translate_db_errors(), self.engine.begin() as connection:
-            yield connection
-
 
 class PreparedStatement:
     """A hot statement each pooled connection prepares once (PREPARE) and then runs (EXECUTE).

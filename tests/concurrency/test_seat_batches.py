@@ -206,7 +206,7 @@ def _batch_in_thread(event_id: int, requests: list[SeatRequest]) -> threading.Th
     thread.start()
 
     def blocked_on_the_event_row() -> bool:
-        with db.connection() as connection:
+        with db.single_statement() as connection:
             return bool(
                 connection.scalar(
                     text(
