@@ -76,8 +76,11 @@ def from_environment() -> dict[str, Any]:
         "DATABASE_URL": _str(
             "DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/booking_service"
         ),
-        "DB_POOL_SIZE": _int("DB_POOL_SIZE", 5, minimum=1),
-        "DB_MAX_OVERFLOW": _int("DB_MAX_OVERFLOW", 5),
+        # One pooled connection per gunicorn thread. SQLAlchemy closes an overflow connection
+        # as soon as it is returned, so a pool smaller than the threads opens and closes a
+        # PostgreSQL session (a backend fork) for every request beyond it.
+        "DB_POOL_SIZE": _int("DB_POOL_SIZE", _int("GUNICORN_THREADS", 8, minimum=1), minimum=1),
+        "DB_MAX_OVERFLOW": _int("DB_MAX_OVERFLOW", 2),
         "DB_POOL_TIMEOUT_SECONDS": _float("DB_POOL_TIMEOUT_SECONDS", 5.0, minimum=0.1),
         # Bounds every statement so that a transaction cannot outlive the lock lease.
         "DB_STATEMENT_TIMEOUT_MS": _int("DB_STATEMENT_TIMEOUT_MS", 3000, minimum=100),

@@ -140,7 +140,7 @@ def test_ongoing_and_past_are_exclusive():
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """No configuration variable set: every setting takes its default."""
-    for name in config.from_environment():
+    for name in [*config.from_environment(), "GUNICORN_THREADS"]:
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -148,7 +148,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 def test_defaults_apply_without_environment(clean_env: pytest.MonkeyPatch):
     settings = config.from_environment()
 
-    assert settings["DB_POOL_SIZE"] == 5
+    assert settings["DB_POOL_SIZE"] == 8  # gunicorn's threads per worker (gunicorn.conf.py)
+    assert settings["DB_MAX_OVERFLOW"] == 2
     assert settings["LOCK_WAIT_SECONDS"] == 5.0
     assert settings["LOCK_EXPIRE_SECONDS"] == 10
     assert settings["DB_STATEMENT_TIMEOUT_MS"] == 3000
@@ -175,8 +176,16 @@ def test_empty_variable_means_default(clean_env: pytest.MonkeyPatch):
 
     settings = config.from_environment()
 
-    assert settings["DB_POOL_SIZE"] == 5
+    assert settings["DB_POOL_SIZE"] == 8
     assert settings["REDIS_URL"] == "redis://127.0.0.1:6379/0"
+
+
+def test_the_pool_follows_the_thread_count_unless_set(clean_env: pytest.MonkeyPatch):
+    clean_env.setenv("GUNICORN_THREADS", "16")
+    assert config.from_environment()["DB_POOL_SIZE"] == 16
+
+    clean_env.setenv("DB_POOL_SIZE", "4")
+    assert config.from_environment()["DB_POOL_SIZE"] == 4
 
 
 @pytest.mark.parametrize(
