@@ -82,9 +82,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(ops_locks.dashboard)  # the HTML page, outside the OpenAPI document
     errors.init_app(app)  # after openapi, so our problem+json handler wins
     metrics.instrument(app)
-    from booking_service import security
+    from booking_service import ratelimit, security
 
-    security.init_app(app)  # rate limits, body size, CORS, security headers
+    ratelimit.init_app(app)
+    security.init_app(app)  # body size, CORS, security headers
 
     from booking_service.cli import register_commands
 

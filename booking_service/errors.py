@@ -29,6 +29,10 @@ class DomainError(Exception):
         self.detail = detail or self.title
         self.errors = errors
 
+    def retry_after_seconds(self) -> int | None:
+        """The ``Retry-After`` this answer carries, if any."""
+        return current_app.config["RETRY_AFTER_SECONDS"] if self.retry_after else None
+
 
 class ValidationFailed(DomainError):
     status, code, title = 422, "validation_error", "The request is not valid"
@@ -90,6 +94,17 @@ class CapacityBelowBookings(DomainError):
     status, code, title = 409, "capacity_below_bookings", "Capacity below seats already booked"
 
 
+class RateLimited(DomainError):
+    status, code, title = 429, "rate_limited", "Too many requests"
+
+    def __init__(self, detail: str, *, seconds: int):
+        super().__init__(detail)
+        self.seconds = seconds
+
+    def retry_after_seconds(self) -> int | None:
+        return self.seconds  # until the exceeded window resets
+
+
 class LockTimeout(DomainError):
     status, code, title = 503, "lock_timeout", "The event is busy; try again shortly"
     retry_after = True
@@ -136,7 +151,6 @@ _HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
-    429: "rate_limited",
 }
 
 
@@ -147,9 +161,9 @@ def problem_response(
     title: str,
     detail: str,
     errors: dict[str, Any] | None = None,
-    retry_after: bool = False,
+    retry_after: int | None = None,
 ) -> Response:
-    """Build an RFC 9457 problem response."""
+    """Build an RFC 9457 problem response; every 503 carries ``Retry-After``."""
     body: dict[str, Any] = {
         "type": f"urn:booking-service:problem:{code}",
         "title": title,
@@ -160,8 +174,10 @@ def problem_response(
     if errors:
         body["errors"] = errors
     response = Response(json.dumps(body), status=status, content_type=PROBLEM_CONTENT_TYPE)
-    if retry_after or status == 503:
-        response.headers["Retry-After"] = str(current_app.config["RETRY_AFTER_SECONDS"])
+    if retry_after is None and status == 503:
+        retry_after = current_app.config["RETRY_AFTER_SECONDS"]
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 
@@ -185,7 +201,7 @@ def handle_domain_error(error: DomainError) -> Response:
         title=error.title,
         detail=error.detail,
         errors=error.errors,
-        retry_after=error.retry_after,
+        retry_after=error.retry_after_seconds(),
     )
 
 

@@ -1,204 +1,19 @@
-"""Request hygiene: rate limits, body size, security headers, CORS and the client's address.
+"""Request hygiene: body size, security headers, CORS and the client's address.
 
-Rate limits are counted in the service's Redis (Flask-Limiter), so every instance shares them.
-When that Redis is unreachable the limiter falls back to per-process counters and re-checks
-Redis with backoff: sign-in and registration stay available (fail open), while the booking path
-still fails closed on its own, through the event lock.
+Rate limits have their own module, ``booking_service.ratelimit``.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import math
 import re
-import time
-from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, current_app, request
 from flask_cors import CORS
-from flask_limiter import Limiter
-from flask_limiter.errors import RateLimitExceeded
-from flask_smorest import Blueprint
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
-
-from booking_service import config as config_module
-from booking_service.api.common import ProblemSchema, current_user
-from booking_service.errors import handle_http_exception
-
-# --- rate limits -------------------------------------------------------------------------
-
-
-def client_address() -> str:
-    """Rate-limit key: the client's address (the proxy's, unless TRUSTED_PROXIES is set)."""
-    return f"address:{request.remote_addr or 'unknown'}"
-
-
-def username_key() -> str:
-    """Rate-limit key: the username in the JSON body, case-folded like the accounts table.
-
-    Hashed, so that an arbitrary string from the body does not become a long Redis key name
-    and the limiter's own log lines carry no usernames.
-    """
-    try:
-        body = request.get_json(silent=True)
-    except RequestEntityTooLarge:
-        body = None
-    username = body.get("username") if isinstance(body, dict) else None
-    if not isinstance(username, str) or not username.strip():
-        return "username:-"
-    digest = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
-    return f"username:{digest}"
-
-
-def signed_in_user() -> str:
-    """Rate-limit key: the authenticated user (use below ``auth_required``)."""
-    return f"user:{current_user().id}"
-
-
-limiter = Limiter(key_func=client_address, key_prefix="rate-limit", strategy="fixed-window")
-
-
-@limiter.request_filter
-def _rate_limits_disabled() -> bool:
-    # Read per request, so that RATE_LIMIT_ENABLED can be flipped without a new Limiter.
-    return not current_app.config["RATE_LIMIT_ENABLED"]
-
-
-def _setting(name: str) -> Callable[[], str]:
-    # Per request as well: tests (and operators reloading config) change limits in place.
-    return lambda: current_app.config[name]
-
-
-RETRY_AFTER_HEADER = {
-    "Retry-After": {
-        "description": "Seconds until the limit resets.",
-        "schema": {"type": "integer"},
-    }
-}
-
-
-def _document_429(blp: Blueprint, description: str) -> Callable[[Any], Any]:
-    return blp.alt_response(
-        429,
-        schema=ProblemSchema,
-        content_type="application/problem+json",
-        description=f"`rate_limited`: {description}",
-        headers=RETRY_AFTER_HEADER,
-    )
-
-
-def limit_sign_in(blp: Blueprint, *, setting: str, scope: str) -> Callable[[Any], Any]:
-    """Limit a sign-in style endpoint per client address and, separately, per username.
-
-    Views sharing ``scope`` share the counters (both registration endpoints, for example).
-    """
-    message = "Too many attempts; wait for the time given in Retry-After."
-    by_address = limiter.shared_limit(
-        _setting(setting),
-        scope=f"{scope}-address",
-        key_func=client_address,
-        error_message=message,
-    )
-    by_username = limiter.shared_limit(
-        _setting(setting),
-        scope=f"{scope}-username",
-        key_func=username_key,
-        error_message=message,
-    )
-
-    def decorator(func: Any) -> Any:
-        limited = by_address(by_username(func))
-        return _document_429(
-            blp, f"more attempts than {setting} allows, per client address or per username"
-        )(limited)
-
-    return decorator
-
-
-def limit_per_user(blp: Blueprint, *, setting: str, scope: str) -> Callable[[Any], Any]:
-    """Limit an endpoint per signed-in user; place it below ``auth_required``."""
-    by_user = limiter.shared_limit(
-        _setting(setting),
-        scope=scope,
-        key_func=signed_in_user,
-        error_message="Too many requests; wait for the time given in Retry-After.",
-    )
-
-    def decorator(func: Any) -> Any:
-        return _document_429(blp, f"more requests than {setting} allows, per user")(by_user(func))
-
-    return decorator
-
-
-def handle_rate_limited(error: RateLimitExceeded) -> Response:
-    """429 as problem+json (code ``rate_limited``) with the seconds until the limit resets."""
-    response = handle_http_exception(error)
-    response.headers["Retry-After"] = str(_seconds_until_reset(error))
-    return response
-
-
-def _seconds_until_reset(error: RateLimitExceeded) -> int:
-    current = limiter.current_limit
-    try:
-        if current is not None:
-            reset_at = current.window[0]  # (RequestLimit.reset_at adds a second of slack)
-            return max(1, math.ceil(reset_at - time.time()))
-    except Exception:  # storage gone between the check and now: fall back to the window
-        pass
-    return max(1, int(error.limit.limit.get_expiry()))
-
-
-def _storage_settings(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The limits library's storage URI and options for the configured Redis."""
-    timeout = config["REDIS_SOCKET_TIMEOUT_SECONDS"]
-    options: dict[str, Any] = {
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        # No retries: a Redis that does not answer costs one timeout, then the in-memory
-        # fallback takes over (the limiter re-checks Redis with backoff).
-        "retry": Retry(NoBackoff(), 0),
-    }
-    if config.get("REDIS_PASSWORD"):
-        options["password"] = config["REDIS_PASSWORD"]
-    if not config.get("REDIS_SENTINELS"):
-        return config["REDIS_URL"], options
-    locations = ",".join(
-        f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        for host, port in config_module.parse_sentinels(config["REDIS_SENTINELS"])
-    )
-    sentinel_kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-    if config.get("REDIS_SENTINEL_PASSWORD"):
-        sentinel_kwargs["password"] = config["REDIS_SENTINEL_PASSWORD"]
-    options.update(
-        db=config["REDIS_DB"],
-        sentinel_kwargs=sentinel_kwargs,
-        # Counters are read from the primary as well: replicas lag behind it (replication is
-        # asynchronous), and a limit must see the hits just counted.
-        use_replicas=False,
-    )
-    return f"redis+sentinel://{locations}/{config['REDIS_SENTINEL_SERVICE']}", options
-
-
-def _init_limiter(app: Flask) -> None:
-    storage_uri, storage_options = _storage_settings(app.config)
-    app.config.update(
-        RATELIMIT_STORAGE_URI=storage_uri,
-        RATELIMIT_STORAGE_OPTIONS=storage_options,
-        # Redis down: per-process counters (fail open), and never a 500 from the limiter.
-        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
-        RATELIMIT_SWALLOW_ERRORS=True,
-        # Retry-After is set by handle_rate_limited; X-RateLimit-* on every answer would cost
-        # a Redis round trip per request.
-        RATELIMIT_HEADERS_ENABLED=False,
-    )
-    limiter.init_app(app)
-    app.register_error_handler(RateLimitExceeded, handle_rate_limited)
-
 
 # --- body size ---------------------------------------------------------------------------
 
@@ -296,11 +111,10 @@ def _init_cors(app: Flask) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Install proxy handling, the body limit, rate limits, CORS and security headers."""
+    """Install proxy handling, the body limit, CORS and security headers."""
     if app.config["TRUSTED_PROXIES"]:
         hops = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
-    app.before_request(_reject_oversized_body)  # registered before the limiter's own hook
-    _init_limiter(app)
+    app.before_request(_reject_oversized_body)
     _init_cors(app)
     app.after_request(_add_security_headers)

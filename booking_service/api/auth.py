@@ -17,7 +17,7 @@ from booking_service.api.schemas import (
 )
 from booking_service.errors import InvalidCredentials, UsernameTaken, ValidationFailed
 from booking_service.models import Role, User
-from booking_service.security import limit_sign_in
+from booking_service.ratelimit import limit_sign_in
 from booking_service.services import accounts
 
 blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Accounts and tokens")

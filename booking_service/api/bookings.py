@@ -29,7 +29,7 @@ from booking_service.errors import (
     ValidationFailed,
 )
 from booking_service.models import Booking, Role
-from booking_service.security import limit_per_user
+from booking_service.ratelimit import limit_per_user
 from booking_service.services import bookings
 
 blp = Blueprint("bookings", __name__, url_prefix="/api/v1/bookings", description="Bookings")

@@ -29,6 +29,13 @@ ID = f"int(min=1, max={MAX_ID})"
 
 BEARER = [{"bearerAuth": []}]
 
+RETRY_AFTER_HEADER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "schema": {"type": "integer"},
+    }
+}
+
 
 class ProblemSchema(ma.Schema):
     """RFC 9457 problem details, plus the stable machine-readable ``code``."""
@@ -81,14 +88,7 @@ def problems(blp: Blueprint, *errors: type[DomainError]) -> Callable[[Any], Any]
     def decorator(func: Any) -> Any:
         for status, classes in sorted(by_status.items()):
             description = "; ".join(f"`{cls.code}`: {cls.title}" for cls in classes)
-            headers = None
-            if status == 503:
-                headers = {
-                    "Retry-After": {
-                        "description": "Seconds to wait before retrying.",
-                        "schema": {"type": "integer"},
-                    }
-                }
+            headers = RETRY_AFTER_HEADER if status == 503 else None
             func = blp.alt_response(
                 status,
                 schema=ProblemSchema,

@@ -6,12 +6,15 @@ one trusted proxy hop, on a private Redis that the test stops.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 import requests
 from flask.testing import FlaskClient
 
+from booking_service import config as config_module
+from booking_service import ratelimit
 from tests import factories as f
 from tests.factories import API, PASSWORD, auth
 from tests.support.servers import RedisServer
@@ -79,3 +82,26 @@ def test_sign_in_fails_open_and_booking_fails_closed_without_redis(
     log = instance.log()
     assert log.count("falling back to in-memory storage") == 1, log
     assert "Traceback" not in log, log
+
+
+def test_counting_returns_to_redis_once_it_is_back(
+    private_redis: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(ratelimit, "RETRY_SHARED_SECONDS", 0.2)
+    limiter = ratelimit.RateLimiter()
+    limiter.configure({**config_module.from_environment(), "REDIS_URL": private_redis.url})
+    assert limiter.hit("2/minute", "test", "who") is None
+    assert len(private_redis.client().keys("LIMITS:*")) == 1
+
+    private_redis.stop()
+    # Per-process counting: a fresh budget, still enforced.
+    assert [limiter.hit("2/minute", "test", "who") for _ in range(2)] == [None, None]
+    assert limiter.hit("2/minute", "test", "who") is not None
+
+    private_redis.start()  # empty: nothing is persisted
+    time.sleep(0.3)
+    assert limiter.hit("2/minute", "test", "who") is None
+    assert len(private_redis.client().keys("LIMITS:*")) == 1
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("falling back to in-memory storage" in m for m in messages) == 1, messages
+    assert sum("reachable again" in m for m in messages) == 1, messages

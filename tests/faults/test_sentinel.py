@@ -145,7 +145,7 @@ def test_malformed_sentinel_addresses_are_a_config_error(value: str) -> None:
 
 
 def test_rate_limit_storage_follows_the_same_sentinels_with_separate_passwords() -> None:
-    from booking_service.security import _storage_settings
+    from booking_service.ratelimit import storage_settings
 
     settings = {
         **config_module.from_environment(),
@@ -155,7 +155,7 @@ def test_rate_limit_storage_follows_the_same_sentinels_with_separate_passwords()
         "REDIS_PASSWORD": "redis-secret",
         "REDIS_DB": 4,
     }
-    uri, options = _storage_settings(settings)
+    uri, options = storage_settings(settings)
     assert uri == "redis+sentinel://10.0.0.1:26379,[::1]:26380/bookings"
     assert options["password"] == "redis-secret"
     assert options["sentinel_kwargs"]["password"] == "sentinel-secret"
