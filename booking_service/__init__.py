@@ -14,6 +14,7 @@ from booking_service.extensions import db, openapi, redis_client
 from booking_service.locking import locks
 from booking_service.services import accounts
 from booking_service.services.seats import seat_queue
+from booking_service.services.snapshots import event_snapshots
 
 __version__ = "0.1.0"
 
@@ -65,6 +66,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     redis_client.init_app(app)
     locks.configure(app.config, redis_client.get())
     seat_queue.configure(app.config)
+    event_snapshots.configure(app.config)
     accounts.settings.password_hash_method = app.config["PASSWORD_HASH_METHOD"]
     accounts.settings.token_ttl = timedelta(hours=app.config["TOKEN_TTL_HOURS"])
 

@@ -104,6 +104,12 @@ def from_environment() -> dict[str, Any]:
         # Most bookings of one event that one process takes under one lock hold and commits
         # together (services/seats.py); 1 turns group commit off.
         "SEAT_BATCH_MAX": _int("SEAT_BATCH_MAX", 16, minimum=1),
+        # How long a worker reuses an event's snapshot for the cheap rejections before the lock
+        # (services/snapshots.py): a seat freed through another process may be refused as sold
+        # out for this long. 0 reads the event for every booking request.
+        "EVENT_SNAPSHOT_MAX_AGE_SECONDS": _float(
+            "EVENT_SNAPSHOT_MAX_AGE_SECONDS", 0.5, minimum=0.0
+        ),
         # How long per-event lock statistics (live lock view) outlive the event's last activity.
         "LOCK_STATS_WINDOW_SECONDS": _int("LOCK_STATS_WINDOW_SECONDS", 600, minimum=10),
         "RETRY_AFTER_SECONDS": _int("RETRY_AFTER_SECONDS", 1, minimum=1),

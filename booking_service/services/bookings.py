@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,6 +37,7 @@ from booking_service.locking import locks
 from booking_service.models import Booking, BookingStatus, Event, Role, User
 from booking_service.services import MAX_ID, Page, history, paginate
 from booking_service.services.seats import is_one_active_violation, seat_queue
+from booking_service.services.snapshots import event_snapshots
 
 ACTIVE = BookingStatus.ACTIVE.value
 CANCELLED = BookingStatus.CANCELLED.value
@@ -73,34 +74,23 @@ def _reject_unbookable(event: Event | None, event_id: int, now: datetime) -> Eve
 def create_booking(*, customer: User, event_id: int) -> Booking:
     """Book one seat on the event for the customer."""
     with _count_booking_result():
-        # Cheap rejections: no lock, no write, connection back in the pool at once.
-        _refuse_unless_bookable(event_id)
+        # Cheap rejections: no lock, no write, and mostly no read either (a recent snapshot).
+        _refuse_unless_bookable(event_snapshots.recent(event_id), event_id)
         # Behind the event lock, batched with this process's other requests for the event.
         booking = seat_queue.take(event_id=event_id, customer_id=customer.id)
         if booking is None:
-            # Explained after the lock is released: the reason needs a read, not the lock.
-            _refuse_unless_bookable(event_id)
+            # Explained after the lock is released, from a fresh read that the requests
+            # behind this one then reuse: the reason needs a read, not the lock.
+            _refuse_unless_bookable(event_snapshots.fresh(event_id), event_id)
             raise EventFull(f"Event {event_id} is sold out.")
         return booking
 
 
-def _refuse_unless_bookable(event_id: int) -> None:
+def _refuse_unless_bookable(event: Event | None, event_id: int) -> None:
     """Raise the reason a booking cannot succeed now (missing, started, ended, full), if any."""
-    event = _reject_unbookable(get_event_snapshot(event_id), event_id, datetime.now(UTC))
+    event = _reject_unbookable(event, event_id, datetime.now(UTC))
     if event.is_full:
         raise EventFull(f"Event {event_id} is sold out.")
-
-
-_EVENT_BY_ID = select(*Event.__table__.columns).where(Event.id == bindparam("event_id"))
-
-
-def get_event_snapshot(event_id: int) -> Event | None:
-    """Read the event for the cheap rejections (Core, transient Event: a hot-path read)."""
-    if event_id > MAX_ID:
-        return None
-    with db.single_statement() as connection:
-        row = connection.execute(_EVENT_BY_ID, {"event_id": event_id}).one_or_none()
-    return None if row is None else Event(**row._asdict())
 
 
 @contextmanager
@@ -155,6 +145,7 @@ def cancel_booking(*, customer: User, booking_id: int) -> Booking:
         event.booked_count -= 1
         session.flush()
         _record(session, customer, "cancel", booking)
+    event_snapshots.forget(event.id)  # the freed seat is bookable at once in this process
     return booking
 
 
@@ -197,6 +188,7 @@ def delete_booking(*, customer: User, booking_id: int) -> None:
             event.booked_count -= 1
         _record(session, customer, "delete", booking)
         session.delete(booking)
+    event_snapshots.forget(event.id)
 
 
 def get_booking(*, viewer: User, booking_id: int) -> Booking:

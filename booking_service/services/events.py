@@ -17,6 +17,7 @@ from booking_service.extensions import db
 from booking_service.locking import locks
 from booking_service.models import Booking, BookingStatus, Event, Role, User
 from booking_service.services import MAX_ID, Page, history, paginate
+from booking_service.services.snapshots import event_snapshots
 
 WHEN_FILTERS = ("upcoming", "ongoing", "past")
 EDITABLE_FIELDS = ("title", "description", "start_time", "end_time", "capacity")
@@ -126,8 +127,11 @@ def update_event(*, actor: User, event_id: int, changes: dict[str, Any]) -> Even
     _own_event(actor, get_event(event_id=event_id), event_id)
     if "capacity" in changes:
         with locks.hold(event_id):
-            return _apply_event_changes(actor, event_id, changes)
-    return _apply_event_changes(actor, event_id, changes)
+            event = _apply_event_changes(actor, event_id, changes)
+    else:
+        event = _apply_event_changes(actor, event_id, changes)
+    event_snapshots.forget(event_id)  # new seats or times count at once in this process
+    return event
 
 
 def _apply_event_changes(actor: User, event_id: int, changes: dict[str, Any]) -> Event:
@@ -179,6 +183,7 @@ def delete_event(*, actor: User, event_id: int) -> None:
             entity_id=event_id,
             details={"title": event.title, "active_bookings_removed": active or 0},
         )
+    event_snapshots.forget(event_id)
 
 
 def list_event_bookings(

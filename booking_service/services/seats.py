@@ -25,6 +25,7 @@ from booking_service.errors import AlreadyBooked, DomainError
 from booking_service.extensions import PreparedStatement, db
 from booking_service.locking import locks
 from booking_service.models import ONE_ACTIVE_BOOKING_INDEX, Booking
+from booking_service.services.snapshots import event_snapshots
 
 # Seats, bookings and history for a batch of customers in one statement: one round trip and one
 # commit while the lock is held, prepared once per connection so the holder does not plan it
@@ -60,7 +61,7 @@ TAKE_SEATS = PreparedStatement(
          WHERE id = :event_id AND start_time > now()
            AND booked_count + (SELECT count(*) FROM granted) <= capacity
            AND EXISTS (SELECT 1 FROM granted)
-     RETURNING id
+     RETURNING id, capacity - booked_count AS seats_left
     ), booking AS (
         INSERT INTO bookings (event_id, customer_id, status, created_at, updated_at)
         SELECT seat.id, granted.customer_id, 'active', now(), now()
@@ -75,6 +76,7 @@ TAKE_SEATS = PreparedStatement(
     )
     SELECT eligible.position IS NULL AS already_booked,
            EXISTS (SELECT 1 FROM granted) AND NOT EXISTS (SELECT 1 FROM seat) AS raced,
+           (SELECT seats_left FROM seat) AS seats_left,
            booking.id, booking.event_id, booking.customer_id, booking.status,
            booking.created_at, booking.updated_at
       FROM request
@@ -136,6 +138,10 @@ def take_seats(event_id: int, requests: list[SeatRequest]) -> None:
         # Nothing was written (the seat update matched no row); alone, each gets an exact answer.
         _one_at_a_time(event_id, requests)
         return
+    if rows[0].seats_left == 0:
+        # This statement took the last seat: drop the snapshot that still shows free seats,
+        # so that the requests behind it learn "sold out" before the lock.
+        event_snapshots.forget(event_id)
     for request, row in zip(requests, rows, strict=True):
         request.already_booked = row.already_booked
         if row.id is not None:

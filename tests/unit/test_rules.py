@@ -204,6 +204,7 @@ def test_the_pool_follows_the_thread_count_unless_set(clean_env: pytest.MonkeyPa
         ("TOKEN_TTL_HOURS", "0"),
         ("MAX_CONTENT_LENGTH", "100"),
         ("REDIS_SOCKET_TIMEOUT_SECONDS", "0"),
+        ("EVENT_SNAPSHOT_MAX_AGE_SECONDS", "-1"),
     ],
 )
 def test_unusable_values_raise_config_error(clean_env: pytest.MonkeyPatch, name: str, value: str):
