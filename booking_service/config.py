@@ -82,6 +82,10 @@ def from_environment() -> dict[str, Any]:
         "DB_POOL_SIZE": _int("DB_POOL_SIZE", _int("GUNICORN_THREADS", 8, minimum=1), minimum=1),
         "DB_MAX_OVERFLOW": _int("DB_MAX_OVERFLOW", 2),
         "DB_POOL_TIMEOUT_SECONDS": _float("DB_POOL_TIMEOUT_SECONDS", 5.0, minimum=0.1),
+        # A pooled connection idle this long is pinged before use and replaced if dead; one
+        # reused sooner is not (a ping would double the round trips of the hot reads). 0 pings
+        # at every checkout.
+        "DB_PING_IDLE_SECONDS": _float("DB_PING_IDLE_SECONDS", 1.0, minimum=0.0),
         # Bounds every statement so that a transaction cannot outlive the lock lease.
         "DB_STATEMENT_TIMEOUT_MS": _int("DB_STATEMENT_TIMEOUT_MS", 3000, minimum=100),
         "REDIS_URL": _str("REDIS_URL", "redis://127.0.0.1:6379/0"),

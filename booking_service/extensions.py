@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,7 +14,7 @@ from flask_smorest import Api
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
-from sqlalchemy import Connection, CursorResult, Engine, create_engine, text
+from sqlalchemy import Connection, CursorResult, Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,8 +42,6 @@ class Database:
             pool_size=config["DB_POOL_SIZE"],
             max_overflow=config["DB_MAX_OVERFLOW"],
             pool_timeout=config["DB_POOL_TIMEOUT_SECONDS"],
-            # A backend killed by the server is noticed at checkout, not mid-request.
-            pool_pre_ping=True,
             # Error messages (and so logged tracebacks) carry no bound values: no password or
             # token hashes, no personal data.
             hide_parameters=True,
@@ -58,6 +57,7 @@ class Database:
                 "application_name": "booking-service",
             },
         )
+        ping_connections_idle_for(self.engine, config["DB_PING_IDLE_SECONDS"])
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -91,6 +91,32 @@ class Database:
                 # is discarded by the pool anyway).
                 if not driver_connection.closed:
                     driver_connection.autocommit = False
+
+
+def ping_connections_idle_for(engine: Engine, seconds: float) -> None:
+    """Ping a pooled connection at checkout only if it sat idle for ``seconds`` or more.
+
+    pool_pre_ping pings on every checkout: one more round trip for every hot-path statement,
+    whose connection was back in use milliseconds ago. A connection that sat idle (a quiet
+    spell, a database restart) is pinged first and replaced if dead, without the request
+    noticing. One reused at once is not: if it died in between, its request fails with 503
+    db_unavailable, nothing written, and the pool replaces every connection as old as it.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)  # None: connected just now
+        if idle_since is None or time.monotonic() - idle_since < seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            # The pool discards this connection and checks out (or opens) another.
+            raise sa_exc.DisconnectionError(str(error)) from error
 
 
 class PreparedStatement:
