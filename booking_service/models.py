@@ -134,6 +134,10 @@ class Event(Base):
     def has_started_at(self, now: datetime) -> bool:
         return self.start_time <= now
 
+    def takes_bookings_at(self, now: datetime) -> bool:
+        """Not started and not full: a booking may get a seat (the seat statement decides)."""
+        return not self.has_started_at(now) and not self.is_full
+
     def __repr__(self) -> str:
         return f"<Event {self.id} {self.title!r} {self.booked_count}/{self.capacity}>"
 

@@ -6,17 +6,19 @@ trip per request, thousands per second on one row that the seat statement re-che
 So a worker reuses a snapshot for up to ``max_age`` seconds.
 
 A stale snapshot is harmless in every direction but one. "Bookable" only sends the request on
-to the lock, where the seat statement decides on the locked row; a missing event is never
-cached. "Full" (or "started") could refuse a seat that was freed meanwhile, so this process
-forgets an event as soon as it frees a seat on it or edits it, and every other process sees
-the change within ``max_age`` (EVENT_SNAPSHOT_MAX_AGE_SECONDS). Nothing here can overbook: a
-snapshot only ever rejects.
+to the lock, where the seat statement decides on the locked row (and a refusal there reads the
+event afresh), so such a snapshot is kept for up to ``BOOKABLE_MAX_AGE_SECONDS``. "Full" (or
+"started") could refuse a seat that was freed meanwhile, so a snapshot rejects only while it is
+younger than ``max_age`` (EVENT_SNAPSHOT_MAX_AGE_SECONDS), and this process forgets an event as
+soon as it frees a seat on it or edits it. A missing event is never cached. Nothing here can
+overbook: a snapshot only ever rejects.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select
@@ -27,6 +29,9 @@ from booking_service.services import MAX_ID
 
 # Past this many events the whole cache is dropped: one read each brings the hot ones back.
 MAX_EVENTS = 10_000
+# How long a snapshot that lets bookings through may be reused. Many events with a few
+# bookings each (most of a catalogue) would otherwise be read for nearly every request.
+BOOKABLE_MAX_AGE_SECONDS = 60.0
 
 _EVENT_BY_ID = select(*Event.__table__.columns).where(Event.id == bindparam("event_id"))
 
@@ -56,10 +61,19 @@ class EventSnapshots:
         self.clear()
 
     def recent(self, event_id: int) -> Event | None:
-        """The event as seen at most ``max_age`` seconds ago; None if it does not exist."""
+        """The event from a recent enough snapshot, else read now; None if it does not exist.
+
+        A snapshot younger than ``max_age`` is used whatever it says; an older one only while
+        it still lets a booking through.
+        """
         cached = self._snapshots.get(event_id)
-        if cached is not None and time.monotonic() - cached[0] < self.max_age:
-            return cached[1]
+        if cached is not None:
+            read_at, event = cached
+            age = time.monotonic() - read_at
+            if age < self.max_age or (
+                age < BOOKABLE_MAX_AGE_SECONDS and event.takes_bookings_at(datetime.now(UTC))
+            ):
+                return event
         return self.fresh(event_id)
 
     def fresh(self, event_id: int) -> Event | None:

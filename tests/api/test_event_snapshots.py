@@ -186,3 +186,48 @@ def test_max_age_zero_reads_every_time(
             f.book(client, full_event["other"], full_event["event"]), 409, "event_full"
         )
     assert reads == [full_event["event"]] * 3
+
+
+def test_a_bookable_snapshot_is_reused_past_the_max_age(
+    client: FlaskClient, reads: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(event_snapshots, "max_age", 0.1)
+    organizer = f.organizer(client)
+    event = f.create_event(client, organizer["token"], capacity=5)
+    assert f.book(client, f.customer(client)["token"], event["id"]).status_code == 201
+    time.sleep(0.2)
+
+    assert f.book(client, f.customer(client)["token"], event["id"]).status_code == 201
+    assert reads == [event["id"]]  # only the first booking read the event
+    assert f.booked_count(event["id"]) == 2
+
+
+def test_an_old_snapshot_that_would_refuse_is_read_again(
+    client: FlaskClient,
+    full_event: dict[str, int | str],
+    reads: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(event_snapshots, "max_age", 0.1)
+    time.sleep(0.2)
+
+    f.assert_problem(f.book(client, full_event["other"], full_event["event"]), 409, "event_full")
+    assert reads == [full_event["event"]]
+
+
+def test_an_event_deleted_elsewhere_behind_a_bookable_snapshot_is_a_404(
+    client: FlaskClient, reads: list[int]
+) -> None:
+    organizer = f.organizer(client)
+    event = f.create_event(client, organizer["token"], capacity=5)
+    assert event_snapshots.recent(event["id"]) is not None
+    with db.transaction() as session:  # another instance's DELETE /events/{id}
+        session.execute(text("DELETE FROM events WHERE id = :e"), {"e": event["id"]})
+
+    token = f.customer(client)["token"]
+    f.assert_problem(f.book(client, token, event["id"]), 404, "event_not_found")
+    f.assert_problem(f.book(client, token, event["id"]), 404, "event_not_found")
+    # Through the lock once (the seat statement found no row, the refusal read the event
+    # again), then refused before the lock: the missing event is not kept as bookable.
+    assert reads == [event["id"]] * 3
+    assert f.count_rows("bookings", event_id=event["id"]) == 0

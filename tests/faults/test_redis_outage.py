@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 import requests
 from flask.testing import FlaskClient
 
+from booking_service.locking import UNLOCK_SHA, lock_key
 from tests import factories
 from tests.factories import auth
 from tests.support.instances import (
@@ -100,3 +102,24 @@ def _outage_and_recovery(client: FlaskClient, private_redis: RedisServer, instan
     assert [row["customer_id"] for row in bookings_of(event_id=event["id"])].count(
         refused["user"]["id"]
     ) == 1
+
+
+def test_a_release_after_redis_forgot_its_scripts_still_frees_the_lock(
+    client: FlaskClient, start_instance: Any, private_redis: RedisServer
+) -> None:
+    # A restarted or failed-over Redis has an empty script cache: the unlock script that is
+    # pipelined with the statistics comes back NOSCRIPT and must be loaded and run again.
+    instance = start_instance("noscript", REDIS_URL=private_redis.url)
+    organizer = factories.organizer(client)
+    event = factories.create_event(client, organizer["token"], capacity=5)
+    first, second = factories.customer(client), factories.customer(client)
+    assert _book(instance, first["token"], event["id"]).status_code == 201
+
+    redis_server = private_redis.client()
+    redis_server.script_flush()
+    assert _book(instance, second["token"], event["id"]).status_code == 201
+
+    assert not redis_server.exists(lock_key(event["id"]))  # released, not left to expire
+    assert redis_server.script_exists(UNLOCK_SHA) == [True]
+    assert "lock release failed" not in instance.log()
+    assert event_snapshot(event["id"])["booked_count"] == 2
