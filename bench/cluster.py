@@ -25,11 +25,30 @@ METRIC_FAMILIES = (
 _SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+([0-9.eE+-]+|NaN)$")
 
 
+INSTANCES = 2
+
+
+def connections_per_worker(clients: int, workers: int) -> int:
+    """The cap on keep-alive connections per worker that spreads ``clients`` over ``workers``.
+
+    A gthread worker accepts connections as long as it has room for them (1000 by default), so
+    wrk's connections, all opened at once, may land on one or two workers of four and leave
+    the others idle for a whole run: a run-to-run split between two throughput levels. A load
+    balancer would spread them; the cap does that here.
+    """
+    return -(-clients // workers)
+
+
 class Cluster:
     """Two instances on free loopback ports; restartable with another lock strategy."""
 
-    def __init__(self, env: dict[str, str], *, workers: int, threads: int) -> None:
-        self.env = env
+    def __init__(self, env: dict[str, str], *, workers: int, threads: int, clients: int) -> None:
+        self.env = {
+            **env,
+            "GUNICORN_WORKER_CONNECTIONS": str(
+                connections_per_worker(clients, INSTANCES * workers)
+            ),
+        }
         self.workers = workers
         self.threads = threads
         self.instances: list[AppInstance] = []
@@ -45,10 +64,10 @@ class Cluster:
         env = {**self.env, "LOCK_STRATEGY": strategy}
         self.instances = [
             AppInstance(env, workers=self.workers, threads=self.threads, name=f"bench-{n}")
-            for n in range(2)
+            for n in range(INSTANCES)
         ]
-        # Both at once: each takes about a second to import the app and bind.
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        # All at once: each takes about a second to import the app and bind.
+        with ThreadPoolExecutor(max_workers=INSTANCES) as pool:
             list(pool.map(lambda instance: instance.start(), self.instances))
 
     def stop(self) -> None:

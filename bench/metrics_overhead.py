@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from bench import db
+from bench.cluster import connections_per_worker
 from bench.load import LoadResult, require_tool, run_wrk
 from tests.support.servers import AppInstance, RedisServer
 
@@ -135,7 +136,9 @@ def main() -> int:
             "LOG_LEVEL": "WARNING",
             # Otherwise one worker may accept every wrk connection in one round and not in the
             # next: a two-level throughput that swamps the few per cent being measured.
-            "GUNICORN_WORKER_CONNECTIONS": str(-(-args.connections // args.workers)),
+            "GUNICORN_WORKER_CONNECTIONS": str(
+                connections_per_worker(args.connections, args.workers)
+            ),
         }
         sides = {
             state: Side(

@@ -99,6 +99,7 @@ class Bench:
             },
             workers=sizes.workers,
             threads=sizes.threads,
+            clients=sizes.clients,
         )
         self.rows: list[Row] = []
         self.sold_out_event: int | None = None  # S1's event under the primary strategy
