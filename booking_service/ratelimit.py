@@ -177,8 +177,10 @@ def username_key() -> str:
     username = body.get("username") if isinstance(body, dict) else None
     if not isinstance(username, str) or not username.strip():
         return "username:-"
-    digest = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
-    return f"username:{digest}"
+    # surrogatepass: a lone surrogate (JSON allows "\ud800") is counted like any other name;
+    # the body's validation then refuses it with a 422.
+    name = username.strip().lower().encode("utf-8", "surrogatepass")
+    return f"username:{hashlib.sha256(name).hexdigest()[:32]}"
 
 
 def signed_in_user() -> str:

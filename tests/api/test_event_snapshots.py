@@ -79,37 +79,28 @@ def test_sold_out_storm_reads_the_event_once(
     assert f.booked_count(full_event["event"]) == 1
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body", "actor", "status"),
+    [
+        ("post", "/bookings/{booking}/cancel", None, "holder", 200),
+        ("delete", "/bookings/{booking}", None, "holder", 204),
+        ("patch", "/events/{event}", {"capacity": 2}, "organizer", 200),
+    ],
+    ids=["cancel", "delete-booking", "raise-capacity"],
+)
 def test_a_seat_freed_in_this_process_is_bookable_at_once(
-    client: FlaskClient, full_event: dict[str, int | str]
+    client: FlaskClient,
+    full_event: dict[str, int | str],
+    method: str,
+    path: str,
+    body: dict[str, int] | None,
+    actor: str,
+    status: int,
 ) -> None:
-    cancel = client.post(
-        f"{API}/bookings/{full_event['booking']}/cancel", headers=auth(full_event["holder"])
+    change = getattr(client, method)(
+        API + path.format(**full_event), json=body, headers=auth(str(full_event[actor]))
     )
-    assert cancel.status_code == 200
-
-    assert f.book(client, full_event["other"], full_event["event"]).status_code == 201
-
-
-def test_a_deleted_booking_frees_its_seat_at_once(
-    client: FlaskClient, full_event: dict[str, int | str]
-) -> None:
-    deleted = client.delete(
-        f"{API}/bookings/{full_event['booking']}", headers=auth(full_event["holder"])
-    )
-    assert deleted.status_code == 204
-
-    assert f.book(client, full_event["other"], full_event["event"]).status_code == 201
-
-
-def test_raised_capacity_counts_at_once(
-    client: FlaskClient, full_event: dict[str, int | str]
-) -> None:
-    patched = client.patch(
-        f"{API}/events/{full_event['event']}",
-        json={"capacity": 2},
-        headers=auth(full_event["organizer"]),
-    )
-    assert patched.status_code == 200
+    assert change.status_code == status, change.get_json()
 
     assert f.book(client, full_event["other"], full_event["event"]).status_code == 201
 
