@@ -10,5 +10,5 @@ check_services
 export FLASK_APP=wsgi.py
 "$VENV/bin/flask" init-db
 "$VENV/bin/flask" seed-demo
-echo "==> serving on ${BIND:-0.0.0.0:8000}: API docs at http://127.0.0.1:8000/api/docs"
+echo "==> serving on ${BIND:-0.0.0.0:8000}: API docs at /api/docs on that address"
 exec "$VENV/bin/gunicorn" -c gunicorn.conf.py wsgi:app
