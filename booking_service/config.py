@@ -108,9 +108,9 @@ def from_environment() -> dict[str, Any]:
         # Most bookings of one event that one process takes under one lock hold and commits
         # together (services/seats.py); 1 turns group commit off.
         "SEAT_BATCH_MAX": _int("SEAT_BATCH_MAX", 16, minimum=1),
-        # How long a worker reuses an event's snapshot for the cheap rejections before the lock
-        # (services/snapshots.py): a seat freed through another process may be refused as sold
-        # out for this long. 0 reads the event for every booking request.
+        # How old a worker's snapshot of an event may be and still refuse a booking before the
+        # lock (services/snapshots.py): a seat freed through another process may be refused as
+        # sold out for this long. 0 reads the event for every booking request.
         "EVENT_SNAPSHOT_MAX_AGE_SECONDS": _float(
             "EVENT_SNAPSHOT_MAX_AGE_SECONDS", 0.5, minimum=0.0
         ),

@@ -3,7 +3,7 @@
 During a sale every booking request first asks "does the event exist, has it started, is it
 known to be full?" (DESIGN §2). Reading the event row for each of them costs a database round
 trip per request, thousands per second on one row that the seat statement re-checks anyway.
-So a worker reuses a snapshot for up to ``max_age`` seconds.
+So a worker reuses snapshots, for as long as each may be trusted in the direction it points.
 
 A stale snapshot is harmless in every direction but one. "Bookable" only sends the request on
 to the lock, where the seat statement decides on the locked row (and a refusal there reads the
@@ -46,7 +46,8 @@ def read_event(event_id: int) -> Event | None:
 
 
 class EventSnapshots:
-    """Snapshots of events by id, each reused for at most ``max_age`` seconds."""
+    """Snapshots of events by id: refusing while younger than ``max_age``, letting through
+    while younger than ``BOOKABLE_MAX_AGE_SECONDS``."""
 
     def __init__(self) -> None:
         self.max_age = 0.5
