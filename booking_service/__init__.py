@@ -77,11 +77,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from booking_service.api.schemas import document_schema_rules
 
     document_schema_rules(openapi)
-    from booking_service.api import auth, bookings, events, history, ops, ops_locks
+    from booking_service import ops
+    from booking_service.api import auth, bookings, events, history
 
-    for blueprint in (auth.blp, events.blp, bookings.blp, history.blp, ops.blp, ops_locks.blp):
+    for blueprint in (auth.blp, events.blp, bookings.blp, history.blp):
         openapi.register_blueprint(blueprint)
-    app.register_blueprint(ops_locks.dashboard)  # the HTML page, outside the OpenAPI document
+    ops.register(openapi, app)
     errors.init_app(app)  # after openapi, so our problem+json handler wins
     metrics.instrument(app)
     from booking_service import ratelimit, security

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
 import redis_lock
@@ -29,11 +29,15 @@ from booking_service.errors import LockTimeout, LockUnavailable
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME_PREFIX = "event:"
-# Per-event statistics for the live lock view (hash per event, plus a zset of recent events).
-STATS_KEY_PREFIX = "lock-stats:"
-RECENT_STATS_KEY = "lock-stats:recent"
+# --- the lock and statistics format in Redis -------------------------------------------------
+# Written by EventLocks below and read by the live lock view (ops/lock_table.py); every key
+# name, statistics field and the holder id are defined here and nowhere else.
 
+LOCK_NAME_PREFIX = "event:"
+STATS_KEY_PREFIX = "lock-stats:"
+# Events with statistics in the window, by last activity: the lock view's index of them.
+RECENT_STATS_KEY = "lock-stats:recent"
+HOLDER_SEPARATOR = ":"
 
 # python-redis-lock's release protocol, which _release runs itself (see there).
 UNLOCK_SHA = hashlib.sha1(redis_lock.UNLOCK_SCRIPT).hexdigest()
@@ -41,21 +45,83 @@ UNLOCK_NOT_HELD = 1  # the script's answer when the key is gone or someone else'
 SIGNAL_EXPIRE_MS = 1000  # python-redis-lock's default: how long an unconsumed wake-up lasts
 
 
-def lock_name(event_id: int) -> str:
+def lock_name(event_id: int | str) -> str:
     """The python-redis-lock name of an event's lock (its Redis key is ``lock:<name>``)."""
     return f"{LOCK_NAME_PREFIX}{event_id}"
 
 
-def lock_key(event_id: int) -> str:
+def lock_key(event_id: int | str) -> str:
     return f"lock:{lock_name(event_id)}"
 
 
-def signal_key(event_id: int) -> str:
+def signal_key(event_id: int | str) -> str:
     return f"lock-signal:{lock_name(event_id)}"
 
 
 def stats_key(event_id: int) -> str:
     return f"{STATS_KEY_PREFIX}{event_id}"
+
+
+# SCAN pattern that finds every held event lock.
+HELD_LOCKS_PATTERN = lock_key("*")
+
+
+def event_id_of(key: bytes | str) -> int | None:
+    """The event id at the end of a lock key or a recent-statistics member, if there is one."""
+    text = key.decode("ascii", "replace") if isinstance(key, bytes) else key
+    tail = text.rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() and 0 < len(tail) < 20 else None
+
+
+def holder_id(instance: str, pid: int, nonce: str) -> str:
+    """The value of a held lock key: which instance and process holds it, readable by operators."""
+    return HOLDER_SEPARATOR.join((instance, str(pid), nonce))
+
+
+def parse_holder(value: str) -> tuple[str | None, int | None]:
+    """(instance, pid) of a holder id made by ``holder_id``; (None, None) for anyone else's."""
+    parts = value.rsplit(HOLDER_SEPARATOR, 2)
+    if len(parts) == 3 and parts[1].isdigit():
+        return parts[0], int(parts[1])
+    return None, None
+
+
+@dataclass(frozen=True)
+class LockStats:
+    """One event's lock statistics: a Redis hash of these fields, kept for the stats window.
+
+    As a change it is what one moment adds (counters only); as a reading, the totals since
+    ``since`` (Unix time of the first activity in the window) up to ``last``.
+    """
+
+    acquired: int = 0  # lock holds
+    requests: int = 0  # requests served under them (a group-commit batch is several)
+    hold_us: int = 0  # total time held, microseconds
+    waiters: int = 0  # requests queueing now (each adds 1 on queueing, -1 when done)
+    timeouts: int = 0  # waits that gave up
+    lost: int = 0  # leases lost before release
+    last: float | None = None
+    since: float | None = None
+
+    COUNTERS: ClassVar[tuple[str, ...]] = (
+        "acquired", "requests", "hold_us", "waiters", "timeouts", "lost"
+    )  # fmt: skip
+
+    def counters(self) -> dict[str, int]:
+        """The non-zero counters, as field name -> amount."""
+        return {name: amount for name in self.COUNTERS if (amount := getattr(self, name))}
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes] | None) -> LockStats:
+        """Read the hash as Redis returns it (missing fields are zero or None)."""
+        raw = raw or {}
+
+        def moment(name: str) -> float | None:
+            value = raw.get(name.encode())
+            return float(value) if value else None
+
+        counters = {name: int(raw.get(name.encode(), 0)) for name in cls.COUNTERS}
+        return cls(**counters, last=moment("last"), since=moment("since"))
 
 
 @dataclass
@@ -86,8 +152,7 @@ class EventLocks:
         self.strategy = config.get("LOCK_STRATEGY", "redis")
 
     def _holder_id(self) -> str:
-        # Readable by operators in the live lock view: which instance and process holds it.
-        return f"{self.instance}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        return holder_id(self.instance, os.getpid(), uuid.uuid4().hex[:12])
 
     @contextmanager
     def hold(self, event_id: int) -> Iterator[Holding]:
@@ -123,7 +188,7 @@ class EventLocks:
                     # Counted only once the request really has to queue, so an uncontended
                     # acquisition pays no extra round trip for statistics.
                     waiting = True
-                    self._record_stats(event_id, waiters=1)
+                    self._record_stats(event_id, LockStats(waiters=1))
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     timed_out = True
@@ -143,7 +208,7 @@ class EventLocks:
             metrics.lock_waiters.dec()
             metrics.lock_wait_seconds.observe(time.monotonic() - started)
             if waiting:
-                self._record_stats(event_id, waiters=-1, timeouts=int(timed_out))
+                self._record_stats(event_id, LockStats(waiters=-1, timeouts=int(timed_out)))
         metrics.lock_acquisitions_total.labels(outcome="acquired").inc()
 
     def _try_take(self, holder: str, event_id: int) -> bool:
@@ -163,9 +228,8 @@ class EventLocks:
         try:
             pipe = self.client.pipeline(transaction=False)
             pipe.evalsha(*unlock)
-            self._add_stats(
-                pipe, event_id, acquired=1, requests=requests, hold_us=int(held_for * 1_000_000)
-            )
+            hold = LockStats(acquired=1, requests=requests, hold_us=int(held_for * 1_000_000))
+            self._add_stats(pipe, event_id, hold)
             outcome = pipe.execute(raise_on_error=False)[0]
             if isinstance(outcome, redis.exceptions.NoScriptError):
                 # The first release since this Redis started: load the script, then unlock.
@@ -188,25 +252,24 @@ class EventLocks:
                 held_for,
                 self.expire_seconds,
             )
-            self._record_stats(event_id, lost=1)
+            self._record_stats(event_id, LockStats(lost=1))
 
-    def _record_stats(self, event_id: int, **counters: int) -> None:
+    def _record_stats(self, event_id: int, change: LockStats) -> None:
         """Add to the event's statistics for the live lock view; never fails the caller."""
         assert self.client is not None
         try:
             pipe = self.client.pipeline(transaction=False)
-            self._add_stats(pipe, event_id, **counters)
+            self._add_stats(pipe, event_id, change)
             pipe.execute()
         except redis.RedisError as error:
             # Statistics are for operators; the booking's outcome must not depend on them.
             log.debug("lock stats not recorded: event=%s error=%r", event_id, error)
 
-    def _add_stats(self, pipe: Any, event_id: int, **counters: int) -> None:
+    def _add_stats(self, pipe: Any, event_id: int, change: LockStats) -> None:
         now = time.time()
         key = stats_key(event_id)
-        for field, amount in counters.items():
-            if amount:
-                pipe.hincrby(key, field, amount)
+        for field, amount in change.counters().items():
+            pipe.hincrby(key, field, amount)
         pipe.hset(key, "last", f"{now:.3f}")
         pipe.hsetnx(key, "since", f"{now:.3f}")
         # An event quiet for a whole window starts again from zero.

@@ -1,4 +1,4 @@
-"""Every Prometheus metric the service exports, defined once (names: DESIGN §5).
+"""Every Prometheus metric the service records, defined once (names: docs/architecture.md).
 
 Under gunicorn, ``PROMETHEUS_MULTIPROC_DIR`` is set by ``gunicorn.conf.py`` before this module
 is imported, so each worker writes its samples to files that ``/metrics`` aggregates.
@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from functools import lru_cache
 
 from flask import Flask, Response, g, request
@@ -23,8 +21,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 # Lock holds are sub-millisecond to a few ms; waits run up to the configured lock wait.
 LOCK_BUCKETS = (
@@ -162,92 +160,6 @@ def configure(*, enabled: bool) -> None:
         globals()[name] = recorder if enabled else _Disabled()
 
 
-# An upcoming event this full raises the capacity alert (deploy/alerts.yml).
-NEAR_CAPACITY_RATIO = 0.9
-
-
-@dataclass(frozen=True)
-class UpcomingCapacity:
-    """Seats of the events that have not started yet, read when /metrics is scraped."""
-
-    events: int
-    near_capacity: int
-    max_utilisation: float
-    booked_seats: int
-    capacity_seats: int
-
-
-@dataclass(frozen=True)
-class ScrapeState:
-    """What the scrape-time gauges report; ``capacity`` is None when PostgreSQL is down."""
-
-    dependencies: dict[str, bool]
-    capacity: UpcomingCapacity | None
-    # (event id, lock requests in the live view's window), hottest first, a handful at most.
-    hot_events: tuple[tuple[int, float], ...] = ()
-
-
-class ScrapeTimeCollector:
-    """Gauges computed once per scrape from PostgreSQL and Redis, not kept by any worker."""
-
-    # Nothing per worker to sum here. The capacity and hot-event gauges are the same on every
-    # instance (aggregate them with max, not sum); readiness is this instance's own view.
-
-    def __init__(self, read: Callable[[], ScrapeState]) -> None:
-        self._read = read
-
-    def collect(self) -> Iterator[Metric]:
-        state = self._read()
-        ready = GaugeMetricFamily(
-            "booking_ready", "1 when PostgreSQL and Redis both answer (what /readyz reports)."
-        )
-        ready.add_metric([], float(all(state.dependencies.values())))
-        yield ready
-        dependency = GaugeMetricFamily(
-            "booking_dependency_up",
-            "1 when the dependency answered a probe during this scrape.",
-            labels=["dependency"],
-        )
-        for name, up in sorted(state.dependencies.items()):
-            dependency.add_metric([name], float(up))
-        yield dependency
-        if state.capacity is not None:
-            capacity = state.capacity
-            for name, help_text, value in (
-                ("booking_upcoming_events", "Events that have not started yet.", capacity.events),
-                (
-                    "booking_upcoming_events_near_capacity",
-                    f"Upcoming events at least {NEAR_CAPACITY_RATIO:.0%} booked.",
-                    capacity.near_capacity,
-                ),
-                (
-                    "booking_upcoming_event_max_utilisation_ratio",
-                    "Booked share of the fullest upcoming event (0 to 1).",
-                    capacity.max_utilisation,
-                ),
-                (
-                    "booking_upcoming_booked_seats",
-                    "Seats booked across all upcoming events.",
-                    capacity.booked_seats,
-                ),
-                (
-                    "booking_upcoming_capacity_seats",
-                    "Seats offered across all upcoming events.",
-                    capacity.capacity_seats,
-                ),
-            ):
-                yield GaugeMetricFamily(name, help_text, value=float(value))
-        hot = GaugeMetricFamily(
-            "booking_hot_event_lock_requests",
-            "Lock requests (acquired + timed out) in the live lock view's window, for its few "
-            "hottest events only; per-event detail stays in the live lock view.",
-            labels=["event_id"],
-        )
-        for event_id, requests in state.hot_events:
-            hot.add_metric([str(event_id)], requests)
-        yield hot
-
-
 def _registry() -> CollectorRegistry:
     """The registry to read: every worker's files when multiprocess is on, else this process."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -259,7 +171,7 @@ def _registry() -> CollectorRegistry:
     return REGISTRY
 
 
-def render_latest(*extra: ScrapeTimeCollector) -> tuple[bytes, str]:
+def render_latest(*extra: Collector) -> tuple[bytes, str]:
     """Return the exposition text, summed across every worker when multiprocess is on."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_registry())

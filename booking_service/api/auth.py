@@ -8,6 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from booking_service.api.common import auth_required, bearer_token, current_user, problems
+from booking_service.api.limits import limit_sign_in
 from booking_service.api.schemas import (
     CustomerRegistrationSchema,
     LoginSchema,
@@ -17,7 +18,6 @@ from booking_service.api.schemas import (
 )
 from booking_service.errors import InvalidCredentials, UsernameTaken, ValidationFailed
 from booking_service.models import Role, User
-from booking_service.ratelimit import limit_sign_in
 from booking_service.services import accounts
 
 blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Accounts and tokens")

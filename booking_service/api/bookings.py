@@ -13,6 +13,7 @@ from flask_smorest.pagination import PaginationParameters
 from booking_service import metrics
 from booking_service.api.common import ID, auth_required, current_user, page_items, problems
 from booking_service.api.idempotency import idempotent
+from booking_service.api.limits import limit_per_user
 from booking_service.api.schemas import BookingCreateSchema, BookingQuerySchema, BookingSchema
 from booking_service.errors import (
     AlreadyActive,
@@ -29,7 +30,6 @@ from booking_service.errors import (
     ValidationFailed,
 )
 from booking_service.models import Booking, Role
-from booking_service.ratelimit import limit_per_user
 from booking_service.services import bookings
 
 blp = Blueprint("bookings", __name__, url_prefix="/api/v1/bookings", description="Bookings")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import re
+import weakref
 from collections import defaultdict
 from collections.abc import Callable
 from functools import wraps
@@ -79,6 +80,35 @@ def document_stock_problems(api: Api) -> None:
     )
 
 
+# A view's own decorators run top to bottom in this order: who is asking (401/403 before
+# anything is counted or remembered), how often (429), whether it ran before (an
+# Idempotency-Key replay), then what it sent (``blp.arguments``; an invalid body is counted
+# and remembered like any other answer). tests/unit/test_view_rules.py checks every view.
+VIEW_STAGES = ("auth", "rate_limit", "idempotency", "arguments")
+
+
+# Kept beside the functions, not on them: functools.wraps copies a function's attributes onto
+# every wrapper above it, which would blur which layer is which.
+_STAGE_OF_WRAPPER: weakref.WeakKeyDictionary[Callable[..., Any], str] = weakref.WeakKeyDictionary()
+
+
+def view_stage(stage: str) -> Callable[[Any], Any]:
+    """Mark a view decorator's wrapper with its place in ``VIEW_STAGES``."""
+    if stage not in VIEW_STAGES:
+        raise ValueError(f"unknown view stage {stage!r}")
+
+    def mark(wrapper: Any) -> Any:
+        _STAGE_OF_WRAPPER[wrapper] = stage
+        return wrapper
+
+    return mark
+
+
+def stage_of(wrapper: Callable[..., Any]) -> str | None:
+    """The stage a view decorator marked this wrapper with, if any."""
+    return _STAGE_OF_WRAPPER.get(wrapper)
+
+
 def problems(blp: Blueprint, *errors: type[DomainError]) -> Callable[[Any], Any]:
     """Document the problem responses an endpoint can answer with, grouped by status."""
     by_status: dict[int, list[type[DomainError]]] = defaultdict(list)
@@ -128,7 +158,8 @@ def auth_required(blp: Blueprint, *roles: Role) -> Callable[[Any], Any]:
             return func(*args, **kwargs)
 
         documented = blp.doc(security=BEARER)(wrapper)
-        return problems(blp, Unauthorized, *([Forbidden] if roles else []))(documented)
+        documented = problems(blp, Unauthorized, *([Forbidden] if roles else []))(documented)
+        return view_stage("auth")(documented)
 
     return decorator
 
@@ -159,7 +190,8 @@ def ops_access_required(blp: Blueprint) -> Callable[[Any], Any]:
             return func(*args, **kwargs)
 
         documented = blp.doc(security=BEARER)(wrapper)
-        return problems(blp, Unauthorized, Forbidden)(documented)
+        documented = problems(blp, Unauthorized, Forbidden)(documented)
+        return view_stage("auth")(documented)
 
     return decorator
 

@@ -1,7 +1,8 @@
 """The ``Idempotency-Key`` request header on unsafe endpoints (IETF httpapi draft).
 
 Place ``idempotent(blp)`` below ``auth_required`` (keys are scoped to the signed-in user) and
-above ``blp.arguments``, so that the answer to an invalid body is stored like any other.
+above ``blp.arguments``, so that the answer to an invalid body is stored like any other (the
+order of every view's decorators: ``api.common.VIEW_STAGES``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from flask import Response, current_app, request
 from flask_smorest import Blueprint
 from werkzeug.exceptions import HTTPException
 
-from booking_service.api.common import current_user, problems
+from booking_service.api.common import current_user, problems, view_stage
 from booking_service.errors import (
     DomainError,
     IdempotencyInProgress,
@@ -71,7 +72,7 @@ def idempotent(blp: Blueprint) -> Callable[[Any], Any]:
         documented = blp.doc(parameters=[HEADER_PARAMETER])(wrapper)
         documented = problems(blp, *_ERRORS)(documented)
         _merge_shared_status_descriptions(documented, {error.status for error in _ERRORS})
-        return documented
+        return view_stage("idempotency")(documented)
 
     return decorator
 

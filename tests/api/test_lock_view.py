@@ -20,8 +20,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from booking_service.locking import lock_key, lock_name, locks, stats_key
+from booking_service.ops.dashboard import quantile_from_buckets
 from booking_service.services import accounts
-from booking_service.services.ops import quantile_from_buckets
 from tests.factories import API, PASSWORD, auth, book, create_event, customer, organizer
 
 LOCKS = f"{API}/ops/locks"

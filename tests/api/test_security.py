@@ -130,7 +130,7 @@ def test_redoc_policy_allows_its_worker_and_styles(client: FlaskClient) -> None:
 
 
 def test_a_view_keeps_its_own_content_security_policy(client: FlaskClient) -> None:
-    from booking_service.api.ops_locks import DASHBOARD_CSP
+    from booking_service.ops.views import DASHBOARD_CSP
 
     page = client.get("/ops")
     assert page.status_code == 200

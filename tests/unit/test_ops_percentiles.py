@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from booking_service.services.ops import parse_holder, quantile_from_buckets, summarize_histogram
+from booking_service.locking import parse_holder
+from booking_service.ops.dashboard import quantile_from_buckets, summarize_histogram
 
 INF = math.inf
 

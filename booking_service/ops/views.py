@@ -14,7 +14,8 @@ from flask_smorest import Blueprint
 from booking_service.api.common import ops_access_required, problems
 from booking_service.api.schemas import timestamp
 from booking_service.errors import DbUnavailable, LockUnavailable, ValidationFailed
-from booking_service.services import ops
+from booking_service.ops.dashboard import DashboardStats, dashboard_stats
+from booking_service.ops.lock_table import LockTable, lock_table
 
 blp = Blueprint(
     "ops_views",
@@ -150,9 +151,9 @@ class Locks(MethodView):
     @blp.arguments(LockQuerySchema, location="query")
     @blp.response(200, LockTableSchema)
     @problems(blp, ValidationFailed, LockUnavailable)
-    def get(self, query: dict[str, Any]) -> ops.LockTable:
+    def get(self, query: dict[str, Any]) -> LockTable:
         """Show events whose lock is held now or was busy recently, hottest first"""
-        return ops.lock_table(limit=query["limit"])
+        return lock_table(limit=query["limit"])
 
 
 @blp.route("/stats")
@@ -160,9 +161,9 @@ class Stats(MethodView):
     @ops_access_required(blp)
     @blp.response(200, DashboardStatsSchema)
     @problems(blp, DbUnavailable)
-    def get(self) -> ops.DashboardStats:
+    def get(self) -> DashboardStats:
         """Return the dashboard's numbers: lock and booking metrics of all workers, capacity"""
-        return ops.dashboard_stats()
+        return dashboard_stats()
 
 
 # The page is a shell without data (its script fetches the views above with a token taken

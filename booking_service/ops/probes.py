@@ -1,4 +1,4 @@
-"""Health probes and Prometheus metrics, outside the versioned API."""
+"""Health probes and the Prometheus scrape, outside the versioned API."""
 
 from __future__ import annotations
 
@@ -13,8 +13,13 @@ from booking_service import metrics
 from booking_service.api.common import bearer_token, token_equals
 from booking_service.errors import Unauthorized, problem_response
 from booking_service.extensions import db, redis_client
-from booking_service.services import capacity
-from booking_service.services import ops as ops_service
+from booking_service.ops import lock_table
+from booking_service.ops.scrape_gauges import (
+    ScrapeState,
+    ScrapeTimeCollector,
+    UpcomingCapacity,
+    upcoming_capacity,
+)
 
 blp = Blueprint("ops", __name__, description="Health and metrics")
 log = logging.getLogger(__name__)
@@ -36,14 +41,14 @@ def _check(name: str) -> str | None:
     return None
 
 
-def _scrape_state() -> metrics.ScrapeState:
+def _scrape_state() -> ScrapeState:
     """Probe both dependencies for the scrape-time gauges; the capacity query doubles as one."""
     try:
-        upcoming: metrics.UpcomingCapacity | None = capacity.upcoming_capacity()
+        upcoming: UpcomingCapacity | None = upcoming_capacity()
     except Exception:  # PostgreSQL down: report it as a gauge, keep the rest of the scrape
         upcoming = None
     redis_up = _check("redis") is None
-    return metrics.ScrapeState(
+    return ScrapeState(
         dependencies={"postgresql": upcoming is not None, "redis": redis_up},
         capacity=upcoming,
         hot_events=_hot_events() if redis_up else (),
@@ -53,7 +58,7 @@ def _scrape_state() -> metrics.ScrapeState:
 def _hot_events() -> tuple[tuple[int, float], ...]:
     """The hottest events of the live lock view with their lock requests in its window."""
     try:
-        table = ops_service.lock_table(limit=HOT_EVENTS_EXPORTED)
+        table = lock_table.lock_table(limit=HOT_EVENTS_EXPORTED)
     except Exception:  # the scrape must still report everything else
         log.warning("hot events not exported", exc_info=True)
         return ()
@@ -102,5 +107,5 @@ class Metrics(MethodView):
         expected = current_app.config["METRICS_TOKEN"]
         if expected and not token_equals(bearer_token(), expected):
             raise Unauthorized("Send 'Authorization: Bearer <METRICS_TOKEN>'.")
-        body, content_type = metrics.render_latest(metrics.ScrapeTimeCollector(_scrape_state))
+        body, content_type = metrics.render_latest(ScrapeTimeCollector(_scrape_state))
         return Response(body, content_type=content_type)

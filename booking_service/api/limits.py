@@ -1,0 +1,117 @@
+"""Rate limits on views: who is counted, the decorators, and the documented 429.
+
+The counting itself (Redis, with a per-process fallback) is ``booking_service.ratelimit``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import current_app, request
+from flask_smorest import Blueprint
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from booking_service.api.common import (
+    RETRY_AFTER_HEADER,
+    ProblemSchema,
+    current_user,
+    view_stage,
+)
+from booking_service.errors import RateLimited
+from booking_service.ratelimit import limiter
+
+# --- who is counted ----------------------------------------------------------------------
+
+
+def client_address() -> str:
+    """Rate-limit key: the client's address (the proxy's, unless TRUSTED_PROXIES is set)."""
+    return f"address:{request.remote_addr or 'unknown'}"
+
+
+def username_key() -> str:
+    """Rate-limit key: the username in the JSON body, case-folded like the accounts table.
+
+    Hashed, so that an arbitrary string from the body does not become a long Redis key name
+    and no log line or key carries a username.
+    """
+    try:
+        body = request.get_json(silent=True)
+    except RequestEntityTooLarge:
+        body = None
+    username = body.get("username") if isinstance(body, dict) else None
+    if not isinstance(username, str) or not username.strip():
+        return "username:-"
+    # surrogatepass: a lone surrogate (JSON allows "\ud800") is counted like any other name;
+    # the body's validation then refuses it with a 422.
+    name = username.strip().lower().encode("utf-8", "surrogatepass")
+    return f"username:{hashlib.sha256(name).hexdigest()[:32]}"
+
+
+def signed_in_user() -> str:
+    """Rate-limit key: the authenticated user (use below ``auth_required``)."""
+    return f"user:{current_user().id}"
+
+
+# --- decorators --------------------------------------------------------------------------
+
+
+def _enforce(setting: str, scope: str, who: str, message: str) -> None:
+    # Settings are read per request: tests (and operators reloading config) change them.
+    config = current_app.config
+    if not config["RATE_LIMIT_ENABLED"]:
+        return
+    retry_after = limiter.hit(config[setting], scope, who)
+    if retry_after is not None:
+        raise RateLimited(message, seconds=retry_after)
+
+
+def _document_429(blp: Blueprint, description: str) -> Callable[[Any], Any]:
+    return blp.alt_response(
+        429,
+        schema=ProblemSchema,
+        content_type="application/problem+json",
+        description=f"`{RateLimited.code}`: {description}",
+        headers=RETRY_AFTER_HEADER,
+    )
+
+
+def limit_sign_in(blp: Blueprint, *, setting: str, scope: str) -> Callable[[Any], Any]:
+    """Limit a sign-in style endpoint per client address and, separately, per username.
+
+    Views sharing ``scope`` share the counters (both registration endpoints, for example).
+    Place it above ``blp.arguments``: an invalid body counts as an attempt too.
+    """
+    message = "Too many attempts; wait for the time given in Retry-After."
+
+    def decorator(func: Any) -> Any:
+        @wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            _enforce(setting, f"{scope}-address", client_address(), message)
+            _enforce(setting, f"{scope}-username", username_key(), message)
+            return func(*args, **kwargs)
+
+        documented = _document_429(
+            blp, f"more attempts than {setting} allows, per client address or per username"
+        )(wrapper)
+        return view_stage("rate_limit")(documented)
+
+    return decorator
+
+
+def limit_per_user(blp: Blueprint, *, setting: str, scope: str) -> Callable[[Any], Any]:
+    """Limit an endpoint per signed-in user; place it below ``auth_required``."""
+    message = "Too many requests; wait for the time given in Retry-After."
+
+    def decorator(func: Any) -> Any:
+        @wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            _enforce(setting, scope, signed_in_user(), message)
+            return func(*args, **kwargs)
+
+        documented = _document_429(blp, f"more requests than {setting} allows, per user")(wrapper)
+        return view_stage("rate_limit")(documented)
+
+    return decorator

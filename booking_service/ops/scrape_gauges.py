@@ -1,0 +1,124 @@
+"""Gauges computed when ``/metrics`` is scraped, from PostgreSQL and Redis, kept by no worker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from sqlalchemy import text
+
+from booking_service.extensions import db
+
+# An upcoming event this full raises the capacity alert (deploy/alerts.yml).
+NEAR_CAPACITY_RATIO = 0.9
+
+# One pass over the upcoming events only (ix_events_start_time); booked_count is kept in step
+# with the bookings, so no booking row is read.
+UPCOMING_CAPACITY_SQL = text(
+    """
+    SELECT count(*) AS events,
+           count(*) FILTER (WHERE booked_count >= :ratio * capacity) AS near_capacity,
+           coalesce(max(booked_count::float / capacity), 0) AS max_utilisation,
+           coalesce(sum(booked_count), 0) AS booked_seats,
+           coalesce(sum(capacity), 0) AS capacity_seats
+      FROM events
+     WHERE start_time > now()
+    """
+)
+
+
+@dataclass(frozen=True)
+class UpcomingCapacity:
+    """Seats of the events that have not started yet, read when /metrics is scraped."""
+
+    events: int
+    near_capacity: int
+    max_utilisation: float
+    booked_seats: int
+    capacity_seats: int
+
+
+def upcoming_capacity(*, near_ratio: float = NEAR_CAPACITY_RATIO) -> UpcomingCapacity:
+    """Summarise how full the events that have not started yet are."""
+    with db.transaction() as session:
+        row = session.execute(UPCOMING_CAPACITY_SQL, {"ratio": near_ratio}).one()
+    return UpcomingCapacity(
+        events=int(row.events),
+        near_capacity=int(row.near_capacity),
+        max_utilisation=float(row.max_utilisation),
+        booked_seats=int(row.booked_seats),
+        capacity_seats=int(row.capacity_seats),
+    )
+
+
+@dataclass(frozen=True)
+class ScrapeState:
+    """What the scrape-time gauges report; ``capacity`` is None when PostgreSQL is down."""
+
+    dependencies: dict[str, bool]
+    capacity: UpcomingCapacity | None
+    # (event id, lock requests in the live view's window), hottest first, a handful at most.
+    hot_events: tuple[tuple[int, float], ...] = ()
+
+
+class ScrapeTimeCollector:
+    """Gauges computed once per scrape from PostgreSQL and Redis, not kept by any worker."""
+
+    # Nothing per worker to sum here. The capacity and hot-event gauges are the same on every
+    # instance (aggregate them with max, not sum); readiness is this instance's own view.
+
+    def __init__(self, read: Callable[[], ScrapeState]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._read()
+        ready = GaugeMetricFamily(
+            "booking_ready", "1 when PostgreSQL and Redis both answer (what /readyz reports)."
+        )
+        ready.add_metric([], float(all(state.dependencies.values())))
+        yield ready
+        dependency = GaugeMetricFamily(
+            "booking_dependency_up",
+            "1 when the dependency answered a probe during this scrape.",
+            labels=["dependency"],
+        )
+        for name, up in sorted(state.dependencies.items()):
+            dependency.add_metric([name], float(up))
+        yield dependency
+        if state.capacity is not None:
+            capacity = state.capacity
+            for name, help_text, value in (
+                ("booking_upcoming_events", "Events that have not started yet.", capacity.events),
+                (
+                    "booking_upcoming_events_near_capacity",
+                    f"Upcoming events at least {NEAR_CAPACITY_RATIO:.0%} booked.",
+                    capacity.near_capacity,
+                ),
+                (
+                    "booking_upcoming_event_max_utilisation_ratio",
+                    "Booked share of the fullest upcoming event (0 to 1).",
+                    capacity.max_utilisation,
+                ),
+                (
+                    "booking_upcoming_booked_seats",
+                    "Seats booked across all upcoming events.",
+                    capacity.booked_seats,
+                ),
+                (
+                    "booking_upcoming_capacity_seats",
+                    "Seats offered across all upcoming events.",
+                    capacity.capacity_seats,
+                ),
+            ):
+                yield GaugeMetricFamily(name, help_text, value=float(value))
+        hot = GaugeMetricFamily(
+            "booking_hot_event_lock_requests",
+            "Lock requests (acquired + timed out) in the live lock view's window, for its few "
+            "hottest events only; per-event detail stays in the live lock view.",
+            labels=["event_id"],
+        )
+        for event_id, requests in state.hot_events:
+            hot.add_metric([str(event_id)], requests)
+        yield hot
