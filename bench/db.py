@@ -15,7 +15,7 @@ from typing import Any
 import redis
 from sqlalchemy import Engine, create_engine, text
 
-from booking_service import database
+from booking_service import migrate
 from booking_service.services.accounts import hash_token
 from booking_service.services.invariants import COUNT_DRIFT_SQL, DUPLICATE_ACTIVE_SQL
 
@@ -38,11 +38,11 @@ def connect(url: str) -> Engine:
 
 def recreate(url: str) -> Engine:
     """Create the database if needed and give it an empty schema at the latest migration."""
-    database.ensure_database(url)
+    migrate.ensure_database(url)
     engine = connect(url)
     with engine.begin() as connection:
         connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    database.upgrade(url)
+    migrate.upgrade(url)
     return engine
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import click
 from flask import Flask, current_app
 
-from booking_service import database
+from booking_service import migrate
 from booking_service.errors import UsernameTaken
 from booking_service.extensions import db
 from booking_service.models import Booking, BookingStatus, Event, Role, User
@@ -23,9 +23,9 @@ DEMO_CUSTOMERS = ["carol", "dave", "erin", "frank", "grace"]
 def init_db() -> None:
     """Create the database if it is missing and apply migrations."""
     url = current_app.config["DATABASE_URL"]
-    if database.ensure_database(url):
+    if migrate.ensure_database(url):
         click.echo("created the database")
-    database.upgrade(url)
+    migrate.upgrade(url)
     click.echo("schema is up to date")
 
 

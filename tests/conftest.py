@@ -15,7 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
-from booking_service import create_app, database
+from booking_service import create_app, migrate
 from booking_service.extensions import db
 from booking_service.services.snapshots import event_snapshots
 
@@ -43,12 +43,12 @@ TABLES = "history_entries, bookings, events, api_tokens, users"
 
 
 def _recreate_schema(url: str) -> None:
-    database.ensure_database(url)
+    migrate.ensure_database(url)
     engine = create_engine(url)
     with engine.begin() as connection:
         connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
     engine.dispose()
-    database.upgrade(url)  # the real migrations, not create_all: they are under test too
+    migrate.upgrade(url)  # the real migrations, not create_all: they are under test too
 
 
 @pytest.fixture(scope="session")

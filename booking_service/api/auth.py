@@ -16,7 +16,12 @@ from booking_service.api.schemas import (
     SignedInSchema,
     UserSchema,
 )
-from booking_service.errors import InvalidCredentials, UsernameTaken, ValidationFailed
+from booking_service.errors import (
+    DbUnavailable,
+    InvalidCredentials,
+    UsernameTaken,
+    ValidationFailed,
+)
 from booking_service.models import Role, User
 from booking_service.services import accounts
 
@@ -28,7 +33,7 @@ class RegisterOrganizer(MethodView):
     @limit_sign_in(blp, setting="RATE_LIMIT_REGISTER", scope="register")
     @blp.arguments(OrganizerRegistrationSchema)
     @blp.response(201, SignedInSchema)
-    @problems(blp, ValidationFailed, UsernameTaken)
+    @problems(blp, ValidationFailed, UsernameTaken, DbUnavailable)
     def post(self, body: dict[str, Any]) -> accounts.SignedIn:
         """Register an organizer account and sign it in"""
         return accounts.register(role=Role.ORGANIZER, **body)
@@ -39,7 +44,7 @@ class RegisterCustomer(MethodView):
     @limit_sign_in(blp, setting="RATE_LIMIT_REGISTER", scope="register")
     @blp.arguments(CustomerRegistrationSchema)
     @blp.response(201, SignedInSchema)
-    @problems(blp, ValidationFailed, UsernameTaken)
+    @problems(blp, ValidationFailed, UsernameTaken, DbUnavailable)
     def post(self, body: dict[str, Any]) -> accounts.SignedIn:
         """Register a customer account and sign it in"""
         return accounts.register(role=Role.CUSTOMER, **body)
@@ -50,7 +55,7 @@ class Login(MethodView):
     @limit_sign_in(blp, setting="RATE_LIMIT_LOGIN", scope="login")
     @blp.arguments(LoginSchema)
     @blp.response(200, SignedInSchema)
-    @problems(blp, ValidationFailed, InvalidCredentials)
+    @problems(blp, ValidationFailed, InvalidCredentials, DbUnavailable)
     def post(self, body: dict[str, Any]) -> accounts.SignedIn:
         """Sign in with username and password; returns a new bearer token"""
         return accounts.login(**body)

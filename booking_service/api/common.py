@@ -17,6 +17,7 @@ from flask_smorest.pagination import PaginationMetadataSchema, PaginationParamet
 
 from booking_service.errors import (
     PROBLEM_CONTENT_TYPE,
+    DbUnavailable,
     DomainError,
     Forbidden,
     Unauthorized,
@@ -109,16 +110,34 @@ def stage_of(wrapper: Callable[..., Any]) -> str | None:
     return _STAGE_OF_WRAPPER.get(wrapper)
 
 
-def problems(blp: Blueprint, *errors: type[DomainError]) -> Callable[[Any], Any]:
-    """Document the problem responses an endpoint can answer with, grouped by status."""
+# What ``problems`` documented on each function, for tests/unit/test_view_rules.py, which
+# holds every view's documented problems against the errors its code can raise.
+_DOCUMENTED_PROBLEMS: weakref.WeakKeyDictionary[Callable[..., Any], set[type[DomainError]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def documented_problems(func: Callable[..., Any]) -> set[type[DomainError]]:
+    """The problem types documented with ``problems`` on this function (one layer)."""
+    return set(_DOCUMENTED_PROBLEMS.get(func, ()))
+
+
+def problems(
+    blp: Blueprint, *errors: type[DomainError], why: str | None = None
+) -> Callable[[Any], Any]:
+    """Document the problem responses an endpoint can answer with, grouped by status.
+
+    ``why`` replaces the errors' titles in the description (for one error with a specific
+    cause, such as which rate limit applies).
+    """
     by_status: dict[int, list[type[DomainError]]] = defaultdict(list)
     for error in errors:
         by_status[error.status].append(error)
 
     def decorator(func: Any) -> Any:
         for status, classes in sorted(by_status.items()):
-            description = "; ".join(f"`{cls.code}`: {cls.title}" for cls in classes)
-            headers = RETRY_AFTER_HEADER if status == 503 else None
+            description = "; ".join(f"`{cls.code}`: {why or cls.title}" for cls in classes)
+            headers = RETRY_AFTER_HEADER if status in (429, 503) else None
             func = blp.alt_response(
                 status,
                 schema=ProblemSchema,
@@ -126,6 +145,7 @@ def problems(blp: Blueprint, *errors: type[DomainError]) -> Callable[[Any], Any]
                 description=description,
                 headers=headers,
             )(func)
+        _DOCUMENTED_PROBLEMS.setdefault(func, set()).update(errors)
         return func
 
     return decorator
@@ -146,22 +166,34 @@ def bearer_token() -> str:
 
 def auth_required(blp: Blueprint, *roles: Role) -> Callable[[Any], Any]:
     """Require a valid bearer token and, if given, one of ``roles``; documents both."""
-    allowed = {role.value for role in roles}
+    check_role = _role_check({role.value for role in roles}) if roles else _any_role
 
     def decorator(func: Any) -> Any:
         @wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            user = accounts.authenticate(token=bearer_token())
-            if allowed and user.role not in allowed:
-                raise Forbidden(f"This needs the {' or '.join(sorted(allowed))} role.")
-            g.user = user
+            g.user = check_role(accounts.authenticate(token=bearer_token()))
             return func(*args, **kwargs)
 
         documented = blp.doc(security=BEARER)(wrapper)
-        documented = problems(blp, Unauthorized, *([Forbidden] if roles else []))(documented)
+        # The token lookup reads the database: 503 db_unavailable when it does not answer.
+        answers = (Unauthorized, *([Forbidden] if roles else []), DbUnavailable)
+        documented = problems(blp, *answers)(documented)
         return view_stage("auth")(documented)
 
     return decorator
+
+
+def _any_role(user: User) -> User:
+    return user
+
+
+def _role_check(allowed: set[str]) -> Callable[[User], User]:
+    def check(user: User) -> User:
+        if user.role not in allowed:
+            raise Forbidden(f"This needs the {' or '.join(sorted(allowed))} role.")
+        return user
+
+    return check
 
 
 def token_equals(token: str, expected: str | None) -> bool:
@@ -190,7 +222,7 @@ def ops_access_required(blp: Blueprint) -> Callable[[Any], Any]:
             return func(*args, **kwargs)
 
         documented = blp.doc(security=BEARER)(wrapper)
-        documented = problems(blp, Unauthorized, Forbidden)(documented)
+        documented = problems(blp, Unauthorized, Forbidden, DbUnavailable)(documented)
         return view_stage("auth")(documented)
 
     return decorator

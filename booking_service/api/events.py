@@ -27,6 +27,7 @@ from booking_service.api.schemas import (
 )
 from booking_service.errors import (
     CapacityBelowBookings,
+    DbUnavailable,
     EventNotFound,
     Forbidden,
     LockTimeout,
@@ -47,7 +48,7 @@ class Events(MethodView):
     @blp.arguments(EventQuerySchema, location="query")
     @blp.response(200, EventSchema(many=True))
     @blp.paginate()
-    @problems(blp, ValidationFailed, Unauthorized, Forbidden)
+    @problems(blp, ValidationFailed, Unauthorized, Forbidden, DbUnavailable)
     def get(
         self, query: dict[str, Any], pagination_parameters: PaginationParameters
     ) -> list[Event]:
@@ -79,7 +80,7 @@ class Events(MethodView):
 @blp.route(f"/<{ID}:event_id>")
 class EventDetail(MethodView):
     @blp.response(200, EventSchema)
-    @problems(blp, EventNotFound)
+    @problems(blp, EventNotFound, DbUnavailable)
     def get(self, event_id: int) -> Event:
         """Return one event with its seat counts"""
         return events.get_event(event_id=event_id)
@@ -108,7 +109,7 @@ class EventBookings(MethodView):
     @blp.arguments(EventBookingQuerySchema, location="query")
     @blp.response(200, BookingSchema(many=True))
     @blp.paginate()
-    @problems(blp, EventNotFound)
+    @problems(blp, ValidationFailed, EventNotFound)
     def get(
         self, query: dict[str, Any], event_id: int, pagination_parameters: PaginationParameters
     ) -> list[Booking]:

@@ -14,12 +14,7 @@ from flask import current_app, request
 from flask_smorest import Blueprint
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from booking_service.api.common import (
-    RETRY_AFTER_HEADER,
-    ProblemSchema,
-    current_user,
-    view_stage,
-)
+from booking_service.api.common import current_user, problems, view_stage
 from booking_service.errors import RateLimited
 from booking_service.ratelimit import limiter
 
@@ -68,16 +63,6 @@ def _enforce(setting: str, scope: str, who: str, message: str) -> None:
         raise RateLimited(message, seconds=retry_after)
 
 
-def _document_429(blp: Blueprint, description: str) -> Callable[[Any], Any]:
-    return blp.alt_response(
-        429,
-        schema=ProblemSchema,
-        content_type="application/problem+json",
-        description=f"`{RateLimited.code}`: {description}",
-        headers=RETRY_AFTER_HEADER,
-    )
-
-
 def limit_sign_in(blp: Blueprint, *, setting: str, scope: str) -> Callable[[Any], Any]:
     """Limit a sign-in style endpoint per client address and, separately, per username.
 
@@ -93,9 +78,8 @@ def limit_sign_in(blp: Blueprint, *, setting: str, scope: str) -> Callable[[Any]
             _enforce(setting, f"{scope}-username", username_key(), message)
             return func(*args, **kwargs)
 
-        documented = _document_429(
-            blp, f"more attempts than {setting} allows, per client address or per username"
-        )(wrapper)
+        why = f"more attempts than {setting} allows, per client address or per username"
+        documented = problems(blp, RateLimited, why=why)(wrapper)
         return view_stage("rate_limit")(documented)
 
     return decorator
@@ -111,7 +95,8 @@ def limit_per_user(blp: Blueprint, *, setting: str, scope: str) -> Callable[[Any
             _enforce(setting, scope, signed_in_user(), message)
             return func(*args, **kwargs)
 
-        documented = _document_429(blp, f"more requests than {setting} allows, per user")(wrapper)
+        why = f"more requests than {setting} allows, per user"
+        documented = problems(blp, RateLimited, why=why)(wrapper)
         return view_stage("rate_limit")(documented)
 
     return decorator

@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 from sqlalchemy import text
 
 from booking_service import metrics
-from booking_service.api.common import bearer_token, token_equals
+from booking_service.api.common import bearer_token, problems, token_equals
 from booking_service.errors import Unauthorized, problem_response
 from booking_service.extensions import db, redis_client
 from booking_service.ops import lock_table
@@ -100,6 +100,7 @@ class Metrics(MethodView):
         # Open unless METRICS_TOKEN is set: either alternative may apply.
         security=[{}, {"bearerAuth": []}],
     )
+    @problems(blp, Unauthorized)
     def get(self) -> Response:
         """Prometheus metrics summed over every worker (bearer METRICS_TOKEN if set)"""
         if not metrics.recording:

@@ -1,4 +1,4 @@
-"""Bookings: the path that must never overbook (DESIGN §2).
+"""Bookings: the path that must never overbook (docs/architecture.md, "The booking path").
 
 Order on the booking path: cheap rejections without lock or write → event lock (taken before a
 database connection is checked out, so queued requests hold no connection) → one short
@@ -9,6 +9,7 @@ overbooking and double booking impossible; the lock only keeps the queue in Redi
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -52,45 +53,56 @@ _RESULT_BY_ERROR: dict[type[DomainError], str] = {
 
 
 @contextmanager
-def _count_booking_result() -> Iterator[None]:
+def _booking_metrics() -> Iterator[None]:
+    """Time a booking attempt and count it by result (bookings_total, booking_request_seconds)."""
+    started = time.perf_counter()
     try:
         yield
     except DomainError as error:
         metrics.bookings_total.labels(result=_RESULT_BY_ERROR.get(type(error), "rejected")).inc()
         raise
-    metrics.bookings_total.labels(result="created").inc()
+    else:
+        metrics.bookings_total.labels(result="created").inc()
+    finally:
+        metrics.booking_request_seconds.observe(time.perf_counter() - started)
 
 
-def _reject_unbookable(event: Event | None, event_id: int, now: datetime) -> Event:
+def _refuse_unless_open(event: Event, now: datetime) -> None:
+    """Raise why the event's bookings can no longer change (ended, started), if so."""
+    if event.is_past_at(now):
+        raise EventEnded(f"Event {event.id} has ended.")
+    if event.has_started_at(now):
+        raise EventStarted(f"Event {event.id} has started; bookings are closed.")
+
+
+def _refuse_unless_bookable(event: Event, now: datetime) -> None:
+    """Raise why the event cannot take a booking now (ended, started, full), if so."""
+    _refuse_unless_open(event, now)
+    if event.is_full:
+        raise EventFull(f"Event {event.id} is sold out.")
+
+
+def _existing(event: Event | None, event_id: int) -> Event:
     if event is None:
         raise EventNotFound(f"Event {event_id} does not exist.")
-    if event.is_past_at(now):
-        raise EventEnded(f"Event {event_id} has ended.")
-    if event.has_started_at(now):
-        raise EventStarted(f"Event {event_id} has started; bookings are closed.")
     return event
 
 
 def create_booking(*, customer: User, event_id: int) -> Booking:
     """Book one seat on the event for the customer."""
-    with _count_booking_result():
+    with _booking_metrics():
         # Cheap rejections: no lock, no write, and mostly no read either (a recent snapshot).
-        _refuse_unless_bookable(event_snapshots.recent(event_id), event_id)
+        event = _existing(event_snapshots.recent(event_id), event_id)
+        _refuse_unless_bookable(event, datetime.now(UTC))
         # Behind the event lock, batched with this process's other requests for the event.
         booking = seat_queue.take(event_id=event_id, customer_id=customer.id)
         if booking is None:
             # Explained after the lock is released, from a fresh read that the requests
             # behind this one then reuse: the reason needs a read, not the lock.
-            _refuse_unless_bookable(event_snapshots.fresh(event_id), event_id)
+            event = _existing(event_snapshots.fresh(event_id), event_id)
+            _refuse_unless_bookable(event, datetime.now(UTC))
             raise EventFull(f"Event {event_id} is sold out.")
         return booking
-
-
-def _refuse_unless_bookable(event: Event | None, event_id: int) -> None:
-    """Raise the reason a booking cannot succeed now (missing, started, ended, full), if any."""
-    event = _reject_unbookable(event, event_id, datetime.now(UTC))
-    if event.is_full:
-        raise EventFull(f"Event {event_id} is sold out.")
 
 
 @contextmanager
@@ -131,7 +143,7 @@ def _record(session: Session, customer: User, action: str, booking: Booking) -> 
         action=action,
         entity_type="booking",
         entity_id=booking.id,
-        details={"event_id": booking.event_id},
+        details=history.booking_details(event_id=booking.event_id),
     )
 
 
@@ -140,7 +152,7 @@ def cancel_booking(*, customer: User, booking_id: int) -> Booking:
     with _own_booking_locked(customer, booking_id) as (session, booking, event):
         if booking.status != ACTIVE:
             raise NotActive(f"Booking {booking_id} is already cancelled.")
-        _reject_unbookable(event, event.id, datetime.now(UTC))
+        _refuse_unless_open(event, datetime.now(UTC))
         booking.status = CANCELLED
         event.booked_count -= 1
         session.flush()
@@ -163,9 +175,7 @@ def reactivate_booking(*, customer: User, booking_id: int) -> Booking:
     ):
         if booking.status == ACTIVE:
             raise AlreadyActive(f"Booking {booking_id} is already active.")
-        _reject_unbookable(event, event.id, datetime.now(UTC))
-        if event.is_full:
-            raise EventFull(f"Event {event.id} is sold out.")
+        _refuse_unless_bookable(event, datetime.now(UTC))
         booking.status = ACTIVE
         event.booked_count += 1
         try:

@@ -16,6 +16,43 @@ from booking_service.services import Page, paginate
 ACTIONS = ("register", "login", "logout", "create", "update", "delete", "cancel", "reactivate")
 ENTITY_TYPES = ("user", "event", "booking")
 
+# The shape of a history row, written in two ways: ``record`` adds one row from Python, and
+# ``entries_sql`` builds the INSERT that statements writing many at once use (the seat
+# statement in services/seats.py); both take the same parts and check them the same way.
+
+
+def _check(action: str, entity_type: str) -> None:
+    if action not in ACTIONS or entity_type not in ENTITY_TYPES:
+        raise ValueError(f"unknown history entry {action!r} {entity_type!r}")
+
+
+def booking_details(*, event_id: int | str) -> dict[str, Any]:
+    """The ``details`` of a booking's entries (a value, or an SQL expression for entries_sql)."""
+    return {"event_id": event_id}
+
+
+def entries_sql(
+    *,
+    rows: str,
+    user_id: str,
+    action: str,
+    entity_type: str,
+    entity_id: str,
+    details: dict[str, str],
+) -> str:
+    """SQL inserting one entry per row of ``rows`` (a table or CTE name).
+
+    ``user_id``, ``entity_id`` and the values of ``details`` are SQL expressions over those
+    rows; ``action`` and ``entity_type`` are fixed for the statement.
+    """
+    _check(action, entity_type)
+    pairs = ", ".join(f"'{key}', {expression}" for key, expression in details.items())
+    return (
+        "INSERT INTO history_entries (user_id, action, entity_type, entity_id, details, "
+        f"created_at) SELECT {user_id}, '{action}', '{entity_type}', {entity_id}, "
+        f"jsonb_build_object({pairs}), now() FROM {rows}"
+    )
+
 
 def record(
     session: Session,
@@ -27,6 +64,7 @@ def record(
     details: dict[str, Any] | None = None,
 ) -> None:
     """Add a history entry to the caller's transaction."""
+    _check(action, entity_type)
     session.add(
         HistoryEntry(
             user_id=user_id,

@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 MAX_KEY_LENGTH = 255
 IN_PROGRESS = "in_progress"
-COMPLETED = "completed"
 
 # Expired keys of this user go first: their rows would otherwise only be found by a purge, and
 # an expired key is free to be claimed again.

@@ -25,6 +25,7 @@ from booking_service.errors import AlreadyBooked, DomainError
 from booking_service.extensions import PreparedStatement, db
 from booking_service.locking import locks
 from booking_service.models import ONE_ACTIVE_BOOKING_INDEX, Booking
+from booking_service.services import history
 from booking_service.services.snapshots import event_snapshots
 
 # Seats, bookings and history for a batch of customers in one statement: one round trip and one
@@ -37,7 +38,7 @@ from booking_service.services.snapshots import event_snapshots
 # nothing and ``raced`` says so; the CHECK on booked_count stands behind both.
 TAKE_SEATS = PreparedStatement(
     "take_seats",
-    """
+    f"""
     WITH request AS (
         SELECT customer_id, position
           FROM unnest(CAST(:customer_ids AS bigint[])) WITH ORDINALITY AS r(customer_id, position)
@@ -68,12 +69,16 @@ TAKE_SEATS = PreparedStatement(
           FROM granted CROSS JOIN seat
          ORDER BY granted.position
      RETURNING id, event_id, customer_id, status, created_at, updated_at
-    ), entry AS (
-        INSERT INTO history_entries (user_id, action, entity_type, entity_id, details, created_at)
-        SELECT customer_id, 'create', 'booking', id, jsonb_build_object('event_id', event_id),
-               now()
-          FROM booking
-    )
+    ), entry AS ({
+        history.entries_sql(
+            rows="booking",
+            user_id="customer_id",
+            action="create",
+            entity_type="booking",
+            entity_id="id",
+            details=history.booking_details(event_id="event_id"),
+        )
+    })
     SELECT eligible.position IS NULL AS already_booked,
            EXISTS (SELECT 1 FROM granted) AND NOT EXISTS (SELECT 1 FROM seat) AS raced,
            (SELECT seats_left FROM seat) AS seats_left,

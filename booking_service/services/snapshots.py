@@ -1,8 +1,9 @@
 """Recent event snapshots, per process, for the cheap rejections before the event lock.
 
 During a sale every booking request first asks "does the event exist, has it started, is it
-known to be full?" (DESIGN §2). Reading the event row for each of them costs a database round
-trip per request, thousands per second on one row that the seat statement re-checks anyway.
+known to be full?" (docs/architecture.md §5). Reading the event row for each of them costs a
+database round trip per request, thousands per second on one row that the seat statement
+re-checks anyway.
 So a worker reuses snapshots, for as long as each may be trusted in the direction it points.
 
 A stale snapshot is harmless in every direction but one. "Bookable" only sends the request on

@@ -1,10 +1,11 @@
 """Every route that takes an id, tried by users it does not belong to, of every role.
 
-The contract (DESIGN §4): an event's writes and its booking list are its organizer's (403 for
-anyone else); a booking is visible to its customer and its event's organizer and is 404 to
-everyone else; only its customer may change it (404 to other customers, 403 to other roles);
-a history entry is its user's (404 to everyone else). Admins may read events' and bookings'
-data (operators), never change it. After every refused attempt nothing has changed.
+The contract (docs/architecture.md §9): an event's writes and its booking list are its
+organizer's (403 for anyone else); a booking is visible to its customer and its event's
+organizer and is 404 to everyone else; only its customer may change it (404 to other customers,
+403 to other roles); a history entry is its user's (404 to everyone else). Admins may read
+events' and bookings' data (operators), never change it. After every refused attempt nothing has
+changed.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Events: publish, list, read, edit, delete, and an event's bookings (DESIGN §4, /events)."""
+"""Events: publish, list, read, edit, delete, and an event's bookings (/events).
+
+The contract: docs/architecture.md §9 and the OpenAPI document.
+"""
 
 from __future__ import annotations
 

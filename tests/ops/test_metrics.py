@@ -34,8 +34,8 @@ from tests.support.servers import AppInstance, RedisServer, free_port, wait_unti
 pytestmark = pytest.mark.slow
 
 TOKEN = "metrics-test-token"
-# DESIGN §5 names, as they appear on the exposition's TYPE lines.
-DESIGN_METRICS = {
+# The contract's names (docs/architecture.md §7), as on the exposition's TYPE lines.
+CONTRACT_METRICS = {
     "booking_lock_wait_seconds": "histogram",
     "booking_lock_hold_seconds": "histogram",
     "booking_lock_acquisitions_total": "counter",
@@ -152,7 +152,7 @@ def secured_instance(app: Flask) -> Iterator[AppInstance]:
 def test_every_design_metric_is_exposed_under_its_name_and_type(instance: AppInstance) -> None:
     result = scrape(instance)
     types = result.types()
-    for name, kind in DESIGN_METRICS.items():
+    for name, kind in CONTRACT_METRICS.items():
         assert types.get(name) == kind, f"{name}: expected a {kind}, TYPE lines say {types}"
     # Every outcome and result is there from the start, so rate() and alerts see a 0, not nothing.
     for outcome in LOCK_OUTCOMES:
