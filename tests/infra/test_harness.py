@@ -7,6 +7,7 @@ which multi-key scripts a cluster runs, and how a cluster client sees a failover
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -140,7 +141,7 @@ def test_restart_drops_clients_and_serves_new_ones_on_the_same_port(harness_data
 
 
 def test_limited_role_is_capped_directly_but_not_behind_the_pooler(harness_database: str):
-    name = "booking_limited_harness"
+    name = f"booking_limited_{os.getpid()}"  # roles are cluster-wide: one per test run
     with limited_role(name, 2, harness_database) as role:
         direct = [
             psycopg2.connect(host="127.0.0.1", port=5432, dbname=harness_database, user=role)

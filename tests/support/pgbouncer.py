@@ -126,11 +126,12 @@ class PgBouncer:
             *(f"{key} = {value}" for key, value in settings.items()),
         ]
         self._config_path.write_text("\n".join(lines) + "\n")
-        # pgbouncer drops root for PGBOUNCER_USER, which then writes the log, the pid file and
-        # the unix socket here, and rereads the config on RELOAD.
-        user = pwd.getpwnam(PGBOUNCER_USER)
-        for path in [self._dir, *self._dir.iterdir()]:
-            os.chown(path, user.pw_uid, user.pw_gid)
+        if os.geteuid() == 0:
+            # pgbouncer drops root for PGBOUNCER_USER, which then writes the log, the pid file
+            # and the unix socket here, and rereads the config on RELOAD.
+            user = pwd.getpwnam(PGBOUNCER_USER)
+            for path in [self._dir, *self._dir.iterdir()]:
+                os.chown(path, user.pw_uid, user.pw_gid)
 
     def start(self) -> PgBouncer:
         self._write_config()
