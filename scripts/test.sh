@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Test command: install what the suite needs (virtualenv, pip packages, Debian packages for the
-# browser and Prometheus tests), check PostgreSQL and Redis, lint, then run the whole suite.
+# browser, Prometheus, PgBouncer and Redis Cluster tests), check PostgreSQL and Redis, lint,
+# then run the whole suite.
 # Extra arguments go to pytest, e.g. scripts/test.sh tests/api -x
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -9,6 +10,9 @@ cd "$ROOT"
 # Debian packages the suite drives as real processes.
 needed=()
 command -v redis-server >/dev/null || needed+=(redis-server)
+command -v redis-cli >/dev/null || needed+=(redis-tools)
+# Debian puts pgbouncer in /usr/sbin, which a non-root PATH may lack.
+command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || needed+=(pgbouncer)
 command -v chromium >/dev/null || needed+=(chromium)
 command -v promtool >/dev/null || needed+=(prometheus)
 if [ ${#needed[@]} -gt 0 ]; then
@@ -19,6 +23,12 @@ if [ ${#needed[@]} -gt 0 ]; then
     echo "==> installing Debian packages: ${needed[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${needed[@]}" >/dev/null
+    if [[ " ${needed[*]} " == *" pgbouncer "* ]]; then
+        # The package may start a system pgbouncer on port 6432; the tests start their own
+        # on free ports and never use it.
+        systemctl disable --now pgbouncer >/dev/null 2>&1 \
+            || service pgbouncer stop >/dev/null 2>&1 || true
+    fi
 fi
 
 ensure_venv "$ROOT/requirements-dev.txt"
