@@ -22,7 +22,7 @@ from redis.exceptions import ClusterCrossSlotError
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from booking_service import database
+from booking_service import migrate
 from tests.support.pgbouncer import PgBouncer, limited_role, superuser_connection
 from tests.support.redis_cluster import RedisClusterGroup
 
@@ -34,7 +34,7 @@ HARNESS_DATABASE = "booking_harness_test"
 
 @pytest.fixture(scope="module")
 def harness_database() -> str:
-    database.ensure_database(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{HARNESS_DATABASE}")
+    migrate.ensure_database(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{HARNESS_DATABASE}")
     return HARNESS_DATABASE
 
 

@@ -15,7 +15,6 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -28,7 +27,7 @@ import psycopg2.extensions
 import psycopg2.extras
 from psycopg2 import sql
 
-from tests.support.servers import free_port, wait_until
+from tests.support.servers import Managed, free_port, stop_process, wait_until
 
 # Debian's package installs the binary into /usr/sbin, which is not on every user's PATH.
 PGBOUNCER_FALLBACK = "/usr/sbin/pgbouncer"
@@ -51,7 +50,7 @@ def pgbouncer_binary() -> str:
     return found
 
 
-class PgBouncer:
+class PgBouncer(Managed):
     """A pgbouncer process on a free loopback port, passing any database name through.
 
     Clients log in without a password as any role listed in ``roles`` (``auth_type = trust``
@@ -155,13 +154,7 @@ class PgBouncer:
 
     def stop(self) -> None:
         """Immediate shutdown (SIGTERM): open client connections are dropped."""
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
         self.process = None
 
     def restart(self) -> PgBouncer:
@@ -203,16 +196,6 @@ class PgBouncer:
         ]
         return "\n".join(part for part in parts if part)
 
-    def __enter__(self) -> PgBouncer:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 def superuser_connection(database: str = "postgres") -> psycopg2.extensions.connection:
     """A direct autocommit connection to the local PostgreSQL as the superuser."""
@@ -252,9 +235,7 @@ def limited_role(name: str, connection_limit: int, database: str) -> Iterator[st
         try:
             with connection.cursor() as cursor:
                 cursor.execute(
-                    sql.SQL("GRANT ALL ON DATABASE {} TO {}").format(
-                        sql.Identifier(database), role
-                    )
+                    sql.SQL("GRANT ALL ON DATABASE {} TO {}").format(sql.Identifier(database), role)
                 )
                 for statement in (
                     "GRANT ALL ON SCHEMA public TO {}",

@@ -8,28 +8,25 @@ and logs to a temporary directory. Stop it as a context manager.
 from __future__ import annotations
 
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from tests.support.servers import free_port, wait_until
+from tests.support.servers import ProcessGroup, free_port, wait_until
 
 CLUSTER_SLOTS = 16384
 
 
-class RedisClusterGroup:
+class RedisClusterGroup(ProcessGroup):
     """Six redis-server processes joined by ``redis-cli --cluster create`` (one replica each)."""
 
     def __init__(self, *, primaries: int = 3, node_timeout_ms: int = 1000) -> None:
         self.node_timeout_ms = node_timeout_ms
         self.ports = [free_port() for _ in range(primaries * 2)]
         self._bus_ports = {port: free_port() for port in self.ports}
-        self._dir = Path(tempfile.mkdtemp(prefix="booking-redis-cluster-"))
-        self._processes: dict[int, subprocess.Popen[bytes]] = {}
+        super().__init__("booking-redis-cluster-")
 
     @property
     def nodes(self) -> str:
@@ -236,35 +233,9 @@ class RedisClusterGroup:
         wait_until(rejoined, timeout=timeout, interval=0.1, what=f"node {port} rejoined")
 
     def logs(self) -> str:
-        parts = []
         create = self._dir / "create.log"
-        if create.exists():
-            parts.append(f"--- redis-cli --cluster create\n{create.read_text(errors='replace')}")
-        for log in sorted(self._dir.glob("*/log")):
-            parts.append(f"--- {log.parent.name}\n{log.read_text(errors='replace')[-3000:]}")
-        return "\n".join(parts)
-
-    def stop(self) -> None:
-        for process in self._processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self._processes.values():
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-        self._processes.clear()
-
-    def __enter__(self) -> RedisClusterGroup:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        created = create.read_text(errors="replace") if create.exists() else ""
+        return f"--- redis-cli --cluster create\n{created}\n{super().logs()}"
 
 
 def _client(port: int) -> redis.Redis:

@@ -37,7 +37,63 @@ def wait_until(predicate: Any, *, timeout: float, interval: float = 0.05, what: 
     raise TimeoutError(f"gave up after {timeout}s waiting for {what or predicate}")
 
 
-class RedisServer:
+def stop_process(process: subprocess.Popen[bytes] | None, *, timeout: float = 10) -> None:
+    """SIGTERM the process and wait for it; SIGKILL it if it takes longer than ``timeout``."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+class Managed:
+    """A server as a context manager: started on entry (and stopped again if the start
+    fails half-way), stopped on exit."""
+
+    def start(self) -> Any:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ProcessGroup(Managed):
+    """Server processes started together and stopped together, with their logs in one temp
+    directory (``<dir>/<name>/log``); a context manager that stops them all on the way out."""
+
+    def __init__(self, prefix: str) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix=prefix))
+        self._processes: dict[Any, subprocess.Popen[bytes]] = {}
+
+    def logs(self) -> str:
+        parts = []
+        for log in sorted(self._dir.glob("*/log")):
+            parts.append(f"--- {log.parent.name}\n{log.read_text(errors='replace')[-3000:]}")
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        for process in self._processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self._processes.values():
+            stop_process(process)
+        self._processes.clear()
+
+
+class RedisServer(Managed):
     """A private redis-server process on a free loopback port (nothing persisted)."""
 
     def __init__(self, port: int | None = None) -> None:
@@ -76,14 +132,8 @@ class RedisServer:
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port)
 
-    def __enter__(self) -> RedisServer:
-        return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class AppInstance:
+class AppInstance(Managed):
     """One gunicorn instance of the service (several workers) on a free loopback port."""
 
     def __init__(
@@ -144,23 +194,11 @@ class AppInstance:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process, timeout=15)
         self.process = None
 
-    def __enter__(self) -> AppInstance:
-        return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class RedisSentinelGroup:
+class RedisSentinelGroup(ProcessGroup):
     """A Redis primary, one replica and sentinels watching them, all on free loopback ports.
 
     Sentinels run as ``redis-server <conf> --sentinel`` (the binary of Debian's redis-server
@@ -181,8 +219,7 @@ class RedisSentinelGroup:
         self.primary_port = free_port()
         self.replica_port = free_port()
         self.sentinel_ports = [free_port() for _ in range(sentinels)]
-        self._dir = Path(tempfile.mkdtemp(prefix="booking-sentinel-"))
-        self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        super().__init__("booking-sentinel-")
 
     @property
     def sentinel_addresses(self) -> str:
@@ -274,34 +311,6 @@ class RedisSentinelGroup:
 
     def client(self, port: int) -> redis.Redis:
         return redis.Redis(port=port)
-
-    def logs(self) -> str:
-        parts = []
-        for log in sorted(self._dir.glob("*/log")):
-            parts.append(f"--- {log.parent.name}\n{log.read_text(errors='replace')[-3000:]}")
-        return "\n".join(parts)
-
-    def stop(self) -> None:
-        for process in self._processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self._processes.values():
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-        self._processes.clear()
-
-    def __enter__(self) -> RedisSentinelGroup:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _pings(port: int) -> bool:
