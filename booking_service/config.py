@@ -94,6 +94,9 @@ def from_environment() -> dict[str, Any]:
         # REDIS_SENTINEL_SERVICE is looked up through them and REDIS_URL is not used.
         "REDIS_SENTINELS": _str("REDIS_SENTINELS", None),
         "REDIS_SENTINEL_SERVICE": _str("REDIS_SENTINEL_SERVICE", "mymaster"),
+        # Redis Cluster: "host:port,host:port" of some of its nodes (the rest are discovered).
+        # When set, REDIS_URL and REDIS_SENTINELS are not used.
+        "REDIS_CLUSTER_NODES": _str("REDIS_CLUSTER_NODES", None),
         "REDIS_SENTINEL_PASSWORD": _str("REDIS_SENTINEL_PASSWORD", None),
         "REDIS_PASSWORD": _str("REDIS_PASSWORD", None),
         "REDIS_DB": _int("REDIS_DB", 0),
@@ -160,21 +163,24 @@ def validate(config: dict[str, Any]) -> None:
             "DB_STATEMENT_TIMEOUT_MS must be shorter than LOCK_EXPIRE_SECONDS, "
             "or a slow transaction outlives its lock lease"
         )
-    if config.get("REDIS_SENTINELS"):
-        parse_sentinels(config["REDIS_SENTINELS"])
+    for name in ("REDIS_SENTINELS", "REDIS_CLUSTER_NODES"):
+        if config.get(name):
+            parse_host_ports(name, config[name])
+    if config.get("REDIS_SENTINELS") and config.get("REDIS_CLUSTER_NODES"):
+        raise ConfigError("Set REDIS_SENTINELS or REDIS_CLUSTER_NODES, not both")
     for name in ("RATE_LIMIT_LOGIN", "RATE_LIMIT_REGISTER", "RATE_LIMIT_BOOKINGS"):
         _check_rate_limit(name, config[name])
 
 
-def parse_sentinels(value: str) -> list[tuple[str, int]]:
-    """Parse REDIS_SENTINELS ("host:port,host:port") into (host, port) pairs."""
-    sentinels = []
+def parse_host_ports(name: str, value: str) -> list[tuple[str, int]]:
+    """Parse a "host:port,host:port" setting (REDIS_SENTINELS, REDIS_CLUSTER_NODES)."""
+    pairs = []
     for item in value.split(","):
         host, _, port = item.strip().rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"REDIS_SENTINELS must be 'host:port,host:port', got {value!r}")
-        sentinels.append((host.strip("[]"), int(port)))
-    return sentinels
+            raise ConfigError(f"{name} must be 'host:port,host:port', got {value!r}")
+        pairs.append((host.strip("[]"), int(port)))
+    return pairs
 
 
 def _check_rate_limit(name: str, value: str) -> None:

@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
 from flask import Flask
 from flask_smorest import Api
+from psycopg2 import errorcodes
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 from sqlalchemy import Connection, CursorResult, Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
-from booking_service.config import parse_sentinels
+from booking_service import metrics
+from booking_service.config import parse_host_ports
 from booking_service.errors import DbUnavailable
+
+log = logging.getLogger(__name__)
 
 openapi = Api()
 
@@ -37,27 +47,23 @@ class Database:
     def configure(self, config: dict[str, Any]) -> None:
         if self.engine is not None:
             self.engine.dispose()
+        # Nothing here depends on the state of a server session: no startup options, no session
+        # SET, no PREPARE. So DATABASE_URL may point at PostgreSQL or at PgBouncer in
+        # transaction pooling, where consecutive transactions may run on different sessions.
         self.engine = create_engine(
             config["DATABASE_URL"],
+            poolclass=ObservedQueuePool,
             pool_size=config["DB_POOL_SIZE"],
             max_overflow=config["DB_MAX_OVERFLOW"],
             pool_timeout=config["DB_POOL_TIMEOUT_SECONDS"],
             # Error messages (and so logged tracebacks) carry no bound values: no password or
             # token hashes, no personal data.
             hide_parameters=True,
-            connect_args={
-                "connect_timeout": 3,
-                # Bound statements *and* the pauses between them: a holder frozen mid-
-                # transaction (SIGSTOP, VM pause) loses its row locks with its session instead
-                # of blocking the event's bookings long after its lock lease ran out.
-                "options": (
-                    f"-c statement_timeout={config['DB_STATEMENT_TIMEOUT_MS']} "
-                    f"-c idle_in_transaction_session_timeout={config['DB_STATEMENT_TIMEOUT_MS']}"
-                ),
-                "application_name": "booking-service",
-            },
+            connect_args={"connect_timeout": 3, "application_name": "booking-service"},
         )
+        bound_every_transaction(self.engine, config["DB_STATEMENT_TIMEOUT_MS"])
         ping_connections_idle_for(self.engine, config["DB_PING_IDLE_SECONDS"])
+        observe_pool(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -93,6 +99,32 @@ class Database:
                     driver_connection.autocommit = False
 
 
+def bound_every_transaction(engine: Engine, timeout_ms: int) -> None:
+    """Bound every statement, and every pause inside a transaction, by ``timeout_ms``.
+
+    A holder frozen mid-transaction (SIGSTOP, a VM pause) then loses its row locks with its
+    transaction instead of blocking the event's bookings long after its lock lease ran out.
+    The settings are ``SET LOCAL`` at the start of each transaction, sent in the same round
+    trip as its first statement: they end with the transaction, so they hold through PgBouncer
+    in transaction pooling (which refuses startup options and would hand a session SET on to
+    other clients) and cost no round trip of their own.
+    """
+    prefix = (
+        f"SET LOCAL statement_timeout = {int(timeout_ms)}; "
+        f"SET LOCAL idle_in_transaction_session_timeout = {int(timeout_ms)}; "
+    )
+
+    @event.listens_for(engine, "before_cursor_execute", retval=True)
+    def _bounded(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> tuple[str, Any]:
+        # Idle: this statement starts a transaction (an explicit one, or in autocommit its
+        # own implicit one, which the SET LOCALs of the same query string belong to).
+        if cursor.connection.info.transaction_status == TRANSACTION_STATUS_IDLE:
+            statement = prefix + statement
+        return statement, parameters
+
+
 def ping_connections_idle_for(engine: Engine, seconds: float) -> None:
     """Ping a pooled connection at checkout only if it sat idle for ``seconds`` or more.
 
@@ -119,52 +151,128 @@ def ping_connections_idle_for(engine: Engine, seconds: float) -> None:
             raise sa_exc.DisconnectionError(str(error)) from error
 
 
-class PreparedStatement:
-    """A hot statement each pooled connection prepares once (PREPARE) and then runs (EXECUTE).
+class ObservedQueuePool(QueuePool):
+    """SQLAlchemy's pool, counting the threads that wait because every connection is busy."""
 
-    Written with SQLAlchemy's ``:name`` placeholders. Preparing saves parsing and planning on
-    every call, which for a statement run under the event lock is most of its cost in CPU.
+    def _do_get(self) -> Any:
+        if self.checkedin() or self.overflow() < self._max_overflow:
+            return super()._do_get()  # an idle connection, or room to open one
+        metrics.db_pool_connections.labels(state="waiting").inc()
+        try:
+            return super()._do_get()
+        finally:
+            metrics.db_pool_connections.labels(state="waiting").dec()
+
+
+def observe_pool(engine: Engine) -> None:
+    """Keep this process's pool gauges (connections in use and idle) current."""
+    pool = engine.pool
+
+    def report(*_: Any) -> None:
+        metrics.db_pool_connections.labels(state="in_use").set(pool.checkedout())
+        metrics.db_pool_connections.labels(state="idle").set(pool.checkedin())
+
+    for name in ("checkout", "checkin", "close", "close_detached"):
+        event.listen(engine.pool, name, report)
+    report()
+
+
+class StoredFunction:
+    """A hot statement kept in PostgreSQL as a PL/pgSQL function and called in one round trip.
+
+    PL/pgSQL caches the plans of its statements per server session, so the statement is
+    planned once per PostgreSQL backend, whichever client connection calls it: unlike a
+    ``PREPARE``, which belongs to one server session and which PgBouncer in transaction
+    pooling may not hand back to the client that made it. Written with SQLAlchemy's ``:name``
+    placeholders. The function's name carries a digest of its definition: a changed statement
+    is a new function, and instances still running the previous code keep calling theirs
+    during a rolling deploy. ``flask init-db`` creates them all (``migrate.STORED_FUNCTIONS``).
     """
 
-    def __init__(self, name: str, sql: str, **parameter_types: str) -> None:
-        self.name = name
-        self.sql = sql
-        positional = sql
+    defined: ClassVar[list[StoredFunction]] = []
+
+    def __init__(self, name: str, sql: str, *, returns: str, **parameter_types: str) -> None:
+        positional = sql.strip()
         for position, parameter in enumerate(parameter_types, start=1):
             positional = re.sub(rf":{parameter}\b", f"${position}", positional)
         signature = ", ".join(parameter_types.values())
-        self._prepare = f"PREPARE {name} ({signature}) AS {positional}"
-        self._execute = text(f"EXECUTE {name}({', '.join(f':{p}' for p in parameter_types)})")
+        # use_column: the names of the result columns are variables in PL/pgSQL; where the
+        # query names a table column the same, it means the column.
+        definition = (
+            f"({signature}) RETURNS {returns} LANGUAGE plpgsql AS $body$\n"
+            f"#variable_conflict use_column\nBEGIN\nRETURN QUERY {positional};\nEND\n$body$"
+        )
+        digest = hashlib.sha256(definition.encode()).hexdigest()[:10]
+        self.name = f"{name}_{digest}"
+        self.sql = sql
+        self.create_sql = f"CREATE OR REPLACE FUNCTION {self.name}{definition}"
+        arguments = ", ".join(f":{parameter}" for parameter in parameter_types)
+        self._call = text(f"SELECT * FROM {self.name}({arguments})")
+        StoredFunction.defined.append(self)
 
     def execute(self, connection: Connection, parameters: dict[str, Any]) -> CursorResult[Any]:
-        """Run it on the connection, preparing it first if this connection has not yet."""
-        # Connection.info lives as long as the database session, and so does a PREPARE
-        # (a rollback does not undo it).
-        prepared: set[str] = connection.info.setdefault("prepared_statements", set())
-        if self.name not in prepared:
-            connection.exec_driver_sql(self._prepare)
-            prepared.add(self.name)
-        return connection.execute(self._execute, parameters)
+        try:
+            return connection.execute(self._call, parameters)
+        except sa_exc.ProgrammingError as error:
+            if getattr(error.orig, "pgcode", None) != errorcodes.UNDEFINED_FUNCTION:
+                raise
+            # The schema is older than the code: a deploy that skipped `flask init-db`.
+            log.error("stored function %s is missing: run `flask init-db`", self.name)
+            metrics.db_unavailable_total.labels(cause="schema_outdated").inc()
+            raise DbUnavailable(
+                "The database schema is out of date; nothing was written."
+            ) from error
+
+
+# Why a request found the database unavailable, for booking_db_unavailable_total.
+_CONNECT_REFUSED = "connect_refused"  # no new connection: server down or out of connections
+_POOL_TIMEOUT = "pool_timeout"  # every pooled connection busy for DB_POOL_TIMEOUT_SECONDS
+_SERVER_GONE = "server_gone"  # a connection in use died (restart, terminated backend)
+_STATEMENT_TIMEOUT = "statement_timeout"  # DB_STATEMENT_TIMEOUT_MS ran out
+_TIMEOUT_CODES = (errorcodes.QUERY_CANCELED, errorcodes.IDLE_IN_TRANSACTION_SESSION_TIMEOUT)
 
 
 @contextmanager
 def translate_db_errors() -> Iterator[None]:
-    """Turn 'the database is not there' into a 503 instead of a 500."""
+    """Turn 'the database is not there' into a 503 instead of a 500, counted by cause."""
     try:
         yield
-    except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as error:
-        raise DbUnavailable("The database did not answer; nothing was written.") from error
+    except sa_exc.TimeoutError as error:  # the pool's own wait, before any database call
+        raise _unavailable(_POOL_TIMEOUT, "No database connection was free") from error
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as error:
+        if getattr(error.orig, "pgcode", None) in _TIMEOUT_CODES:
+            raise _unavailable(_STATEMENT_TIMEOUT, "The database did not answer in time") from error
+        if error.statement is None and not error.connection_invalidated:
+            raise _unavailable(_CONNECT_REFUSED, "The database refused a connection") from error
+        raise _unavailable(_SERVER_GONE, "The database did not answer") from error
     except sa_exc.DBAPIError as error:
         if error.connection_invalidated:
-            raise DbUnavailable("The database connection was lost; nothing was written.") from error
+            raise _unavailable(_SERVER_GONE, "The database connection was lost") from error
         raise
 
 
+def _unavailable(cause: str, what: str) -> DbUnavailable:
+    metrics.db_unavailable_total.labels(cause=cause).inc()
+    return DbUnavailable(f"{what}; nothing was written.")
+
+
+# A plain, Sentinel-managed or cluster client; they share the commands the service uses.
+RedisConnection = redis.Redis | RedisCluster
+# What "Redis did not answer" looks like: a cluster client raises some of its own errors (a
+# slot without a live primary during a failover) outside redis-py's RedisError hierarchy.
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException)
+
+
 class RedisClient:
-    """The shared Redis connection pool used by the event locks and the live lock view."""
+    """The shared Redis client of the event locks, lock statistics and the live lock view.
+
+    One of three deployments: a single server (REDIS_URL), a primary found through Sentinel
+    (REDIS_SENTINELS), or a Redis Cluster (REDIS_CLUSTER_NODES), whose keys the service keeps
+    in one slot wherever one command or script touches several (docs/architecture.md §7).
+    """
 
     def __init__(self) -> None:
-        self.client: redis.Redis | None = None
+        self.client: RedisConnection | None = None
 
     def init_app(self, app: Flask) -> None:
         self.configure(app.config)
@@ -175,14 +283,21 @@ class RedisClient:
             "socket_connect_timeout": socket_timeout,
             # BLPOP waits up to the lock wait; the socket must outlast it.
             "socket_timeout": config["LOCK_WAIT_SECONDS"] + socket_timeout,
-            "retry_on_timeout": False,
             # One immediate retry covers a pooled connection that died with a Redis restart
-            # (or a failover: through Sentinel the retry reconnects to the new primary); the
-            # client's default exponential backoff would hold requests for seconds.
+            # (or a failover: through Sentinel or the cluster's slot map the retry reaches the
+            # new primary); the client's default exponential backoff would hold requests for
+            # seconds.
             "retry": Retry(NoBackoff(), 1),
         }
         if config.get("REDIS_PASSWORD"):
             options["password"] = config["REDIS_PASSWORD"]
+        if config.get("REDIS_CLUSTER_NODES"):
+            nodes = parse_host_ports("REDIS_CLUSTER_NODES", config["REDIS_CLUSTER_NODES"])
+            self.client = RedisCluster(
+                startup_nodes=[ClusterNode(host, port) for host, port in nodes], **options
+            )
+            return
+        options["retry_on_timeout"] = False
         if not config.get("REDIS_SENTINELS"):
             self.client = redis.Redis.from_url(config["REDIS_URL"], **options)
             return
@@ -193,14 +308,15 @@ class RedisClient:
         if config.get("REDIS_SENTINEL_PASSWORD"):
             sentinel_kwargs["password"] = config["REDIS_SENTINEL_PASSWORD"]
         sentinel = Sentinel(
-            parse_sentinels(config["REDIS_SENTINELS"]), sentinel_kwargs=sentinel_kwargs
+            parse_host_ports("REDIS_SENTINELS", config["REDIS_SENTINELS"]),
+            sentinel_kwargs=sentinel_kwargs,
         )
         # The pool asks the sentinels for the current primary whenever it opens a connection.
         self.client = sentinel.master_for(
             config["REDIS_SENTINEL_SERVICE"], db=config["REDIS_DB"], **options
         )
 
-    def get(self) -> redis.Redis:
+    def get(self) -> RedisConnection:
         if self.client is None:
             raise RuntimeError("Redis used before init_app")
         return self.client

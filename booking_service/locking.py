@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,17 +27,24 @@ import redis_lock
 
 from booking_service import metrics
 from booking_service.errors import LockTimeout, LockUnavailable
+from booking_service.extensions import REDIS_ERRORS, RedisConnection
 
 log = logging.getLogger(__name__)
 
 # --- the lock and statistics format in Redis -------------------------------------------------
 # Written by EventLocks below and read by the live lock view (ops/lock_table.py); every key
 # name, statistics field and the holder id are defined here and nowhere else.
+#
+# Redis Cluster: the keys one command or script touches together must hash to one slot. The
+# event id is the hash tag of every per-event key ("{42}"), so the unlock script (lock key and
+# signal list) and the statistics written with it stay on the event's node. No booking
+# writes a key shared by all events: the index of recently active events is split into
+# shards, one of them per event.
 
 LOCK_NAME_PREFIX = "event:"
 STATS_KEY_PREFIX = "lock-stats:"
-# Events with statistics in the window, by last activity: the lock view's index of them.
-RECENT_STATS_KEY = "lock-stats:recent"
+RECENT_STATS_PREFIX = "lock-stats-recent:"
+RECENT_STATS_SHARDS = 16
 HOLDER_SEPARATOR = ":"
 
 # python-redis-lock's release protocol, which _release runs itself (see there).
@@ -47,7 +55,7 @@ SIGNAL_EXPIRE_MS = 1000  # python-redis-lock's default: how long an unconsumed w
 
 def lock_name(event_id: int | str) -> str:
     """The python-redis-lock name of an event's lock (its Redis key is ``lock:<name>``)."""
-    return f"{LOCK_NAME_PREFIX}{event_id}"
+    return f"{LOCK_NAME_PREFIX}{{{event_id}}}"
 
 
 def lock_key(event_id: int | str) -> str:
@@ -59,18 +67,28 @@ def signal_key(event_id: int | str) -> str:
 
 
 def stats_key(event_id: int) -> str:
-    return f"{STATS_KEY_PREFIX}{event_id}"
+    return f"{STATS_KEY_PREFIX}{{{event_id}}}"
 
 
-# SCAN pattern that finds every held event lock.
+def recent_stats_key(shard: int) -> str:
+    """One shard of the index of events with statistics in the window (a sorted set)."""
+    return f"{RECENT_STATS_PREFIX}{{{shard}}}"
+
+
+def recent_stats_shard(event_id: int) -> int:
+    return event_id % RECENT_STATS_SHARDS
+
+
+# SCAN pattern that finds every held event lock (braces are not special in a pattern).
 HELD_LOCKS_PATTERN = lock_key("*")
+_EVENT_ID = re.compile(r"(\d{1,19})\}?$")
 
 
 def event_id_of(key: bytes | str) -> int | None:
     """The event id at the end of a lock key or a recent-statistics member, if there is one."""
     text = key.decode("ascii", "replace") if isinstance(key, bytes) else key
-    tail = text.rsplit(":", 1)[-1]
-    return int(tail) if tail.isdigit() and 0 < len(tail) < 20 else None
+    match = _EVENT_ID.search(text)
+    return int(match.group(1)) if match and int(match.group(1)) > 0 else None
 
 
 def holder_id(instance: str, pid: int, nonce: str) -> str:
@@ -135,7 +153,7 @@ class Holding:
 class EventLocks:
     """Factory for event locks; configured once per process by ``configure``."""
 
-    client: redis.Redis | None = None
+    client: RedisConnection | None = None
     wait_seconds: float = 5.0
     expire_seconds: int = 10
     instance: str = "local"
@@ -143,7 +161,7 @@ class EventLocks:
     # "none": hold() is a no-op and PostgreSQL alone arbitrates (benchmark comparisons).
     strategy: str = "redis"
 
-    def configure(self, config: dict[str, Any], client: redis.Redis) -> None:
+    def configure(self, config: dict[str, Any], client: RedisConnection) -> None:
         self.client = client
         self.wait_seconds = float(config["LOCK_WAIT_SECONDS"])
         self.expire_seconds = int(config["LOCK_EXPIRE_SECONDS"])
@@ -199,7 +217,7 @@ class EventLocks:
                     )
                 # A release pushes one token onto the signal list and wakes one waiter.
                 self.client.blpop([signal_key(event_id)], timeout=remaining)
-        except redis.RedisError as error:
+        except REDIS_ERRORS as error:
             metrics.lock_acquisitions_total.labels(outcome="error").inc()
             raise LockUnavailable(
                 "The lock service did not answer; nothing was written."
@@ -237,7 +255,7 @@ class EventLocks:
                 outcome = self.client.evalsha(*unlock)
             if isinstance(outcome, Exception):
                 raise outcome
-        except redis.RedisError:
+        except REDIS_ERRORS:
             # The work is committed; the lease expires on its own.
             log.warning("lock release failed: event=%s holder=%s", event_id, holder)
             return
@@ -261,7 +279,7 @@ class EventLocks:
             pipe = self.client.pipeline(transaction=False)
             self._add_stats(pipe, event_id, change)
             pipe.execute()
-        except redis.RedisError as error:
+        except REDIS_ERRORS as error:
             # Statistics are for operators; the booking's outcome must not depend on them.
             log.debug("lock stats not recorded: event=%s error=%r", event_id, error)
 
@@ -274,9 +292,10 @@ class EventLocks:
         pipe.hsetnx(key, "since", f"{now:.3f}")
         # An event quiet for a whole window starts again from zero.
         pipe.expire(key, self.stats_window_seconds)
-        pipe.zadd(RECENT_STATS_KEY, {str(event_id): now})
-        pipe.zremrangebyscore(RECENT_STATS_KEY, "-inf", now - self.stats_window_seconds)
-        pipe.expire(RECENT_STATS_KEY, self.stats_window_seconds)
+        recent = recent_stats_key(recent_stats_shard(event_id))
+        pipe.zadd(recent, {str(event_id): now})
+        pipe.zremrangebyscore(recent, "-inf", now - self.stats_window_seconds)
+        pipe.expire(recent, self.stats_window_seconds)
 
 
 locks = EventLocks()

@@ -85,6 +85,21 @@ booking_request_seconds = Histogram(
     "Wall time of booking requests (POST /bookings), lock wait included.",
     buckets=REQUEST_BUCKETS,
 )
+db_pool_connections = Gauge(
+    "booking_db_pool_connections",
+    "This process's database pool: connections in use, idle, and threads waiting for one.",
+    ["state"],
+    # One series per worker process (a pid label): a pool is per process, and one worker
+    # starved of connections must not hide in a sum.
+    multiprocess_mode="liveall",
+)
+db_unavailable_total = Counter(
+    "booking_db_unavailable",
+    "Requests answered 503 db_unavailable, by cause: connect_refused (no new connection: "
+    "server down or out of connections), pool_timeout (every pooled connection busy), "
+    "server_gone (a connection died in use), statement_timeout, schema_outdated.",
+    ["cause"],
+)
 http_requests_total = Counter(
     "http_requests",
     "HTTP requests by method, endpoint and status.",
@@ -98,6 +113,14 @@ http_request_duration_seconds = Histogram(
 )
 
 LOCK_OUTCOMES = ("acquired", "timeout", "error")
+POOL_STATES = ("in_use", "idle", "waiting")
+DB_UNAVAILABLE_CAUSES = (
+    "connect_refused",
+    "pool_timeout",
+    "server_gone",
+    "statement_timeout",
+    "schema_outdated",
+)
 BOOKING_RESULTS = (
     "created",
     "event_full",
@@ -111,6 +134,8 @@ for outcome in LOCK_OUTCOMES:
     lock_acquisitions_total.labels(outcome=outcome)
 for result in BOOKING_RESULTS:
     bookings_total.labels(result=result)
+for cause in DB_UNAVAILABLE_CAUSES:
+    db_unavailable_total.labels(cause=cause)
 
 
 class _Disabled:
@@ -145,6 +170,8 @@ _RECORDERS: dict[str, object] = {
         "lock_waiters",
         "bookings_total",
         "booking_request_seconds",
+        "db_pool_connections",
+        "db_unavailable_total",
         "http_requests_total",
         "http_request_duration_seconds",
     )

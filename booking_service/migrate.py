@@ -1,4 +1,8 @@
-"""Create the database if it is missing and bring its schema up to date (Alembic)."""
+"""Create the database if it is missing and bring its schema up to date.
+
+Alembic migrations for the tables, then the stored functions of the hot path (CREATE OR
+REPLACE; each name carries a digest of its definition, see extensions.StoredFunction).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,12 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from booking_service.services.accounts import USER_BY_LIVE_TOKEN
+from booking_service.services.seats import TAKE_SEATS
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Every StoredFunction the services define (tests/api/test_stored_functions.py checks).
+STORED_FUNCTIONS = (TAKE_SEATS, USER_BY_LIVE_TOKEN)
 
 
 def ensure_database(url: str) -> bool:
@@ -37,5 +46,12 @@ def alembic_config(url: str) -> AlembicConfig:
 
 
 def upgrade(url: str) -> None:
-    """Apply every pending migration."""
+    """Apply every pending migration, then create the stored functions this code calls."""
     command.upgrade(alembic_config(url), "head")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            for function in STORED_FUNCTIONS:
+                connection.exec_driver_sql(function.create_sql)
+    finally:
+        engine.dispose()

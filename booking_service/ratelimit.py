@@ -129,12 +129,12 @@ def storage_settings(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     }
     if config.get("REDIS_PASSWORD"):
         options["password"] = config["REDIS_PASSWORD"]
+    if config.get("REDIS_CLUSTER_NODES"):
+        # One key per counter: every command stays in one slot.
+        return f"redis+cluster://{_locations('REDIS_CLUSTER_NODES', config)}", options
     if not config.get("REDIS_SENTINELS"):
         return config["REDIS_URL"], options
-    locations = ",".join(
-        f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        for host, port in config_module.parse_sentinels(config["REDIS_SENTINELS"])
-    )
+    locations = _locations("REDIS_SENTINELS", config)
     sentinel_kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     if config.get("REDIS_SENTINEL_PASSWORD"):
         sentinel_kwargs["password"] = config["REDIS_SENTINEL_PASSWORD"]
@@ -146,6 +146,13 @@ def storage_settings(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         use_replicas=False,
     )
     return f"redis+sentinel://{locations}/{config['REDIS_SENTINEL_SERVICE']}", options
+
+
+def _locations(setting: str, config: dict[str, Any]) -> str:
+    return ",".join(
+        f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        for host, port in config_module.parse_host_ports(setting, config[setting])
+    )
 
 
 limiter = RateLimiter()

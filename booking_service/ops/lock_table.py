@@ -16,15 +16,16 @@ import redis
 from sqlalchemy import select
 
 from booking_service.errors import DbUnavailable, LockUnavailable
-from booking_service.extensions import db, redis_client
+from booking_service.extensions import REDIS_ERRORS, RedisConnection, db, redis_client
 from booking_service.locking import (
     HELD_LOCKS_PATTERN,
-    RECENT_STATS_KEY,
+    RECENT_STATS_SHARDS,
     LockStats,
     event_id_of,
     lock_key,
     locks,
     parse_holder,
+    recent_stats_key,
     stats_key,
 )
 from booking_service.models import Event
@@ -90,7 +91,7 @@ def lock_table(*, limit: int = 50) -> LockTable:
             None if isinstance(reply, redis.ResponseError) else reply
             for reply in pipe.execute(raise_on_error=False)
         ]
-    except redis.RedisError as error:
+    except REDIS_ERRORS as error:
         raise LockUnavailable("Redis did not answer; the lock view is unavailable.") from error
 
     titles, titles_available = _titles(ordered)
@@ -110,7 +111,7 @@ def lock_table(*, limit: int = 50) -> LockTable:
     )
 
 
-def _held_event_ids(client: redis.Redis) -> set[int]:
+def _held_event_ids(client: RedisConnection) -> set[int]:
     ids: set[int] = set()
     for key in client.scan_iter(match=HELD_LOCKS_PATTERN, count=SCAN_COUNT):
         event_id = event_id_of(key)
@@ -121,11 +122,13 @@ def _held_event_ids(client: redis.Redis) -> set[int]:
     return ids
 
 
-def _recent_event_ids(client: redis.Redis, oldest: float) -> set[int]:
+def _recent_event_ids(client: RedisConnection, oldest: float) -> set[int]:
     pipe = client.pipeline(transaction=False)
-    pipe.zremrangebyscore(RECENT_STATS_KEY, "-inf", oldest)
-    pipe.zrevrangebyscore(RECENT_STATS_KEY, "+inf", oldest, start=0, num=MAX_RECENT)
-    _, members = pipe.execute()
+    for shard in range(RECENT_STATS_SHARDS):
+        key = recent_stats_key(shard)
+        pipe.zremrangebyscore(key, "-inf", oldest)
+        pipe.zrevrangebyscore(key, "+inf", oldest, start=0, num=MAX_RECENT)
+    members = [member for reply in pipe.execute()[1::2] for member in reply]
     return {event_id for member in members if (event_id := event_id_of(member)) is not None}
 
 

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from booking_service.errors import InvalidCredentials, Unauthorized, UsernameTaken
-from booking_service.extensions import PreparedStatement, db
+from booking_service.extensions import StoredFunction, db
 from booking_service.models import ApiToken, Role, User
 from booking_service.services import history
 
@@ -126,18 +127,21 @@ def logout(*, user: User, token: str) -> None:
         )
 
 
-# Every authenticated request runs this, so it is prepared once per pooled connection (the
-# planner's share of a one-row join is most of its database cost) and read through Core; the
-# User built from the row is transient (no session), read-only here.
-USER_BY_LIVE_TOKEN = PreparedStatement(
+# Every authenticated request runs this, so it is a stored function whose plan PostgreSQL
+# caches (the planner's share of a one-row join is most of its database cost), read through
+# Core; the User built from the row is transient (no session), read-only here.
+_USER_COLUMNS = User.__table__.columns
+_USER_ROW = ", ".join(f"{c.name} {c.type.compile(postgresql.dialect())}" for c in _USER_COLUMNS)
+USER_BY_LIVE_TOKEN = StoredFunction(
     "user_by_live_token",
     f"""
-    SELECT {", ".join(f"users.{column.name}" for column in User.__table__.columns)}
+    SELECT {", ".join(f"users.{column.name}" for column in _USER_COLUMNS)}
       FROM api_tokens JOIN users ON users.id = api_tokens.user_id
      WHERE api_tokens.token_hash = :token_hash
        AND api_tokens.revoked_at IS NULL
        AND api_tokens.expires_at > now()
     """,
+    returns=f"TABLE ({_USER_ROW})",
     token_hash="text",
 )
 

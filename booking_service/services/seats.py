@@ -22,21 +22,21 @@ from sqlalchemy.exc import IntegrityError
 
 from booking_service import metrics
 from booking_service.errors import AlreadyBooked, DomainError
-from booking_service.extensions import PreparedStatement, db
+from booking_service.extensions import StoredFunction, db
 from booking_service.locking import locks
 from booking_service.models import ONE_ACTIVE_BOOKING_INDEX, Booking
 from booking_service.services import history
 from booking_service.services.snapshots import event_snapshots
 
 # Seats, bookings and history for a batch of customers in one statement: one round trip and one
-# commit while the lock is held, prepared once per connection so the holder does not plan it
+# commit while the lock is held, kept as a stored function so that the holder does not plan it
 # each time. Per requested customer, in request order, it answers the booking; or
 # already_booked (an active booking exists, or the customer asked earlier in the batch); or
 # neither: no seat (full, started or gone; the caller then asks why). The free seats are read
 # from the statement's snapshot and the seat update re-checks them on the row it locks: if a
 # booking that bypassed the lock (a lost lease) took seats in between, the update matches
 # nothing and ``raced`` says so; the CHECK on booked_count stands behind both.
-TAKE_SEATS = PreparedStatement(
+TAKE_SEATS = StoredFunction(
     "take_seats",
     f"""
     WITH request AS (
@@ -89,6 +89,11 @@ TAKE_SEATS = PreparedStatement(
       LEFT JOIN booking ON booking.customer_id = eligible.customer_id
      ORDER BY request.position
     """,
+    returns=(
+        "TABLE (already_booked boolean, raced boolean, seats_left integer, id bigint, "
+        "event_id bigint, customer_id bigint, status varchar, created_at timestamptz, "
+        "updated_at timestamptz)"
+    ),
     event_id="bigint",
     customer_ids="bigint[]",
 )

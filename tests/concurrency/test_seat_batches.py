@@ -25,7 +25,7 @@ from booking_service.errors import AlreadyBooked, LockTimeout
 from booking_service.extensions import db
 from booking_service.locking import lock_name, locks, stats_key
 from booking_service.models import Booking
-from booking_service.services.seats import SeatRequest, seat_queue, take_seats
+from booking_service.services.seats import TAKE_SEATS, SeatRequest, seat_queue, take_seats
 from tests import factories
 from tests.support.instances import event_snapshot
 
@@ -211,8 +211,9 @@ def _batch_in_thread(event_id: int, requests: list[SeatRequest]) -> threading.Th
                 connection.scalar(
                     text(
                         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND query LIKE 'EXECUTE take_seats%'"
-                    )
+                        "AND strpos(query, :function) > 0"
+                    ),
+                    {"function": f"{TAKE_SEATS.name}("},
                 )
             )
 

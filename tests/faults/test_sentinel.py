@@ -134,7 +134,7 @@ def test_sentinels_configured_means_a_sentinel_managed_pool() -> None:
     ],
 )
 def test_sentinel_addresses_are_parsed(value: str, parsed: list[tuple[str, int]]) -> None:
-    assert config_module.parse_sentinels(value) == parsed
+    assert config_module.parse_host_ports("REDIS_SENTINELS", value) == parsed
 
 
 @pytest.mark.parametrize("value", ["localhost", "host:", ":26379", "host:port", "a:1,,b:2", "h:0"])

@@ -13,6 +13,7 @@ import builtins
 import inspect
 import textwrap
 import types
+import typing
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -133,6 +134,8 @@ class Raises:
             if isinstance(node, ast.Raise) and node.exc is not None:
                 raised = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
                 target = scope.resolve(raised)
+                if isinstance(target, types.FunctionType):  # raise make_error(...)
+                    target = typing.get_type_hints(target).get("return")
                 if isinstance(target, type) and issubclass(target, DomainError):
                     found.add(target)
             elif isinstance(node, ast.Call):
