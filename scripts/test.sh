@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Test command: install what the suite needs (virtualenv, pip packages, Debian packages for the
-# browser, Prometheus, PgBouncer and Redis Cluster tests), check PostgreSQL and Redis, lint,
-# then run the whole suite.
+# browser, Prometheus, PgBouncer, Redis Cluster and Kubernetes manifest tests), check
+# PostgreSQL and Redis, lint, then run the whole suite.
 # Extra arguments go to pytest, e.g. scripts/test.sh tests/api -x
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -15,6 +15,8 @@ command -v redis-cli >/dev/null || needed+=(redis-tools)
 command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || needed+=(pgbouncer)
 command -v chromium >/dev/null || needed+=(chromium)
 command -v promtool >/dev/null || needed+=(prometheus)
+# tests/deploy renders deploy/k8s with `kubectl kustomize` (no cluster needed).
+command -v kubectl >/dev/null || needed+=(kubernetes-client)
 if [ ${#needed[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing Debian packages: ${needed[*]} (install them: apt-get install ${needed[*]})" >&2
