@@ -1,17 +1,17 @@
-"""Per-event Redis locks (python-redis-lock) with bounded waits, loss detection and metrics.
+"""Per-event Redis locks (python-redis-lock's protocol) with bounded waits, loss detection and
+per-event statistics.
 
 The lock makes waiting happen in Redis instead of PostgreSQL and serializes multi-step flows;
 it is *not* what prevents overbooking (the database constraints are). So a lost lease is
 counted and logged, never treated as fatal, and Redis trouble fails closed with a 503.
 
-The keys, the wake-up list and the unlock script are python-redis-lock's, so any of its clients
-interoperates; the calls are ours, to spend fewer round trips: one SET NX per attempt, and the
-unlock script pipelined with the statistics of the hold.
+The keys, the wake-up list and the unlock steps are python-redis-lock's, so any of its clients
+interoperates; the calls are ours, to spend fewer round trips: one SET NX per attempt, and one
+script call that releases the lock and adds the hold to the statistics.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -19,11 +19,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
-
-import redis
-import redis_lock
 
 from booking_service import metrics
 from booking_service.errors import LockTimeout, LockUnavailable
@@ -47,10 +44,52 @@ RECENT_STATS_PREFIX = "lock-stats-recent:"
 RECENT_STATS_SHARDS = 16
 HOLDER_SEPARATOR = ":"
 
-# python-redis-lock's release protocol, which _release runs itself (see there).
-UNLOCK_SHA = hashlib.sha1(redis_lock.UNLOCK_SCRIPT).hexdigest()
-UNLOCK_NOT_HELD = 1  # the script's answer when the key is gone or someone else's
+UNLOCK_NOT_HELD = 1  # the unlock's answer when the key is gone or someone else's
 SIGNAL_EXPIRE_MS = 1000  # python-redis-lock's default: how long an unconsumed wake-up lasts
+# While an event stays active its index entry is refreshed this many times per window.
+INDEX_REFRESHES_PER_WINDOW = 10
+
+# Releases a lock and adds to the event's statistics in one call, or only adds (no holder).
+# The release is python-redis-lock's own unlock (its UNLOCK_SCRIPT, step for step: delete the
+# key if it is still ours, push one wake-up onto the signal list), so every python-redis-lock
+# client interoperates. All three keys carry the event's hash tag: one slot, one node.
+#   KEYS: lock key, signal list, statistics hash
+#   ARGV: holder id ('' = statistics only), signal expiry (ms), now (Unix seconds), window (s),
+#         index refresh interval (s), then field/amount pairs to add
+# Returns {unlock answer (0 released, 1 not held, -1 no release), 1 if the index is due}.
+UPDATE_SCRIPT = """
+local released = -1
+if ARGV[1] ~= '' then
+    if redis.call('get', KEYS[1]) ~= ARGV[1] then
+        released = 1
+    else
+        redis.call('del', KEYS[2])
+        redis.call('lpush', KEYS[2], 1)
+        redis.call('pexpire', KEYS[2], ARGV[2])
+        redis.call('del', KEYS[1])
+        released = 0
+    end
+end
+-- Statistics are for operators: pcall, so that a broken statistics key never fails a release.
+local stat = redis.pcall
+if released == 1 then
+    stat('hincrby', KEYS[3], 'lost', 1)
+end
+for i = 6, #ARGV, 2 do
+    stat('hincrby', KEYS[3], ARGV[i], ARGV[i + 1])
+end
+stat('hset', KEYS[3], 'last', ARGV[3])
+stat('hsetnx', KEYS[3], 'since', ARGV[3])
+local indexed = tonumber(stat('hget', KEYS[3], 'indexed')) or 0
+local index = 0
+if tonumber(ARGV[3]) - indexed >= tonumber(ARGV[5]) then
+    stat('hset', KEYS[3], 'indexed', ARGV[3])
+    index = 1
+end
+-- An event quiet for a whole window starts again from zero.
+stat('expire', KEYS[3], ARGV[4])
+return {released, index}
+"""
 
 
 def lock_name(event_id: int | str) -> str:
@@ -160,6 +199,7 @@ class EventLocks:
     stats_window_seconds: int = 600
     # "none": hold() is a no-op and PostgreSQL alone arbitrates (benchmark comparisons).
     strategy: str = "redis"
+    _script: Any = field(default=None, repr=False)
 
     def configure(self, config: dict[str, Any], client: RedisConnection) -> None:
         self.client = client
@@ -236,32 +276,17 @@ class EventLocks:
         return bool(self.client.set(lock_key(event_id), holder, nx=True, ex=self.expire_seconds))
 
     def _release(self, holder: str, event_id: int, *, held_for: float, requests: int) -> None:
-        """Release the lock and add the hold to the event's statistics in one round trip.
-
-        The release is python-redis-lock's own unlock script (delete the key if it is still
-        ours, signal one waiter), so every python-redis-lock client interoperates; it is sent
-        in one pipeline with the statistics instead of on its own before them.
-        """
-        unlock = (UNLOCK_SHA, 2, lock_key(event_id), signal_key(event_id), holder, SIGNAL_EXPIRE_MS)
+        """Release the lock and add the hold to the event's statistics: one script call."""
+        hold = LockStats(acquired=1, requests=requests, hold_us=int(held_for * 1_000_000))
         try:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.evalsha(*unlock)
-            hold = LockStats(acquired=1, requests=requests, hold_us=int(held_for * 1_000_000))
-            self._add_stats(pipe, event_id, hold)
-            outcome = pipe.execute(raise_on_error=False)[0]
-            if isinstance(outcome, redis.exceptions.NoScriptError):
-                # The first release since this Redis started: load the script, then unlock.
-                self.client.script_load(redis_lock.UNLOCK_SCRIPT)
-                outcome = self.client.evalsha(*unlock)
-            if isinstance(outcome, Exception):
-                raise outcome
+            released = self._update(event_id, hold, holder=holder)
         except REDIS_ERRORS:
             # The work is committed; the lease expires on its own.
             log.warning("lock release failed: event=%s holder=%s", event_id, holder)
             return
-        if outcome == UNLOCK_NOT_HELD:
-            # The lease expired or was removed while we held it. The database constraints
-            # kept the data correct; this is for operators to see.
+        if released == UNLOCK_NOT_HELD:
+            # The lease expired or was removed while we held it (the script counted it). The
+            # database constraints kept the data correct; this is for operators to see.
             metrics.lock_lost_total.inc()
             log.warning(
                 "lock lost: event=%s holder=%s held_for=%.3fs expire=%ss",
@@ -270,32 +295,42 @@ class EventLocks:
                 held_for,
                 self.expire_seconds,
             )
-            self._record_stats(event_id, LockStats(lost=1))
 
     def _record_stats(self, event_id: int, change: LockStats) -> None:
         """Add to the event's statistics for the live lock view; never fails the caller."""
-        assert self.client is not None
         try:
-            pipe = self.client.pipeline(transaction=False)
-            self._add_stats(pipe, event_id, change)
-            pipe.execute()
+            self._update(event_id, change)
         except REDIS_ERRORS as error:
             # Statistics are for operators; the booking's outcome must not depend on them.
             log.debug("lock stats not recorded: event=%s error=%r", event_id, error)
 
-    def _add_stats(self, pipe: Any, event_id: int, change: LockStats) -> None:
-        now = time.time()
-        key = stats_key(event_id)
-        for field, amount in change.counters().items():
-            pipe.hincrby(key, field, amount)
-        pipe.hset(key, "last", f"{now:.3f}")
-        pipe.hsetnx(key, "since", f"{now:.3f}")
-        # An event quiet for a whole window starts again from zero.
-        pipe.expire(key, self.stats_window_seconds)
-        recent = recent_stats_key(recent_stats_shard(event_id))
-        pipe.zadd(recent, {str(event_id): now})
-        pipe.zremrangebyscore(recent, "-inf", now - self.stats_window_seconds)
-        pipe.expire(recent, self.stats_window_seconds)
+    def _update(self, event_id: int, change: LockStats, *, holder: str = "") -> int | None:
+        """Run UPDATE_SCRIPT (release ``holder``'s lock if given); the unlock answer, if any."""
+        assert self.client is not None
+        if self._script is None or self._script.registered_client is not self.client:
+            self._script = self.client.register_script(UPDATE_SCRIPT)
+        now = f"{time.time():.3f}"
+        counters = [item for pair in change.counters().items() for item in pair]
+        released, index = self._script(
+            keys=[lock_key(event_id), signal_key(event_id), stats_key(event_id)],
+            args=[
+                holder,
+                SIGNAL_EXPIRE_MS,
+                now,
+                self.stats_window_seconds,
+                self.stats_window_seconds // INDEX_REFRESHES_PER_WINDOW,
+                *counters,
+            ],
+        )
+        if index:
+            # Now and then (see the script), not per hold: the index is another slot's key.
+            recent = recent_stats_key(recent_stats_shard(event_id))
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zadd(recent, {str(event_id): float(now)})
+            pipe.zremrangebyscore(recent, "-inf", float(now) - self.stats_window_seconds)
+            pipe.expire(recent, self.stats_window_seconds)
+            pipe.execute()
+        return None if released < 0 else int(released)
 
 
 locks = EventLocks()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
-from booking_service.locking import UNLOCK_SHA, lock_key
+from booking_service.locking import UPDATE_SCRIPT, lock_key
 from tests import factories
 from tests.factories import auth
 from tests.support.instances import (
@@ -107,8 +108,8 @@ def _outage_and_recovery(client: FlaskClient, private_redis: RedisServer, instan
 def test_a_release_after_redis_forgot_its_scripts_still_frees_the_lock(
     client: FlaskClient, start_instance: Any, private_redis: RedisServer
 ) -> None:
-    # A restarted or failed-over Redis has an empty script cache: the unlock script that is
-    # pipelined with the statistics comes back NOSCRIPT and must be loaded and run again.
+    # A restarted or failed-over Redis has an empty script cache: the script that releases the
+    # lock and adds its statistics comes back NOSCRIPT and must be loaded and run again.
     instance = start_instance("noscript", REDIS_URL=private_redis.url)
     organizer = factories.organizer(client)
     event = factories.create_event(client, organizer["token"], capacity=5)
@@ -120,6 +121,6 @@ def test_a_release_after_redis_forgot_its_scripts_still_frees_the_lock(
     assert _book(instance, second["token"], event["id"]).status_code == 201
 
     assert not redis_server.exists(lock_key(event["id"]))  # released, not left to expire
-    assert redis_server.script_exists(UNLOCK_SHA) == [True]
+    assert redis_server.script_exists(hashlib.sha1(UPDATE_SCRIPT.encode()).hexdigest()) == [True]
     assert "lock release failed" not in instance.log()
     assert event_snapshot(event["id"])["booked_count"] == 2

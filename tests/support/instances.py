@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from booking_service.extensions import db
 from tests.conftest import TEST_SETTINGS
+from tests.support.redis_cluster import RedisClusterGroup
 from tests.support.servers import AppInstance, RedisServer
 
 API = "/api/v1"
@@ -36,7 +37,7 @@ class Cluster:
     """App instances sharing one database and one lock Redis."""
 
     instances: list[AppInstance]
-    redis: RedisServer
+    redis: RedisServer | RedisClusterGroup
 
     @property
     def urls(self) -> list[str]:
