@@ -29,12 +29,20 @@ from tests.support.servers import AppInstance, RedisServer
 # contention into 503s, so any 5xx in these tests is a real failure.
 LOCK_WAIT_SECONDS = 5
 SETUPS = ("direct", "pgbouncer", "redis-cluster")
+OPS_TOKEN = "concurrency-tier-ops-token"
+# Low enough for test_shared_state.py to reach; nothing else here signs in through the
+# instances (the other tests' users come from the in-process client).
+LOGIN_LIMIT = 4
 
 
 @pytest.fixture(scope="package", params=SETUPS)
 def cluster(app: Flask, request: pytest.FixtureRequest) -> Iterator[Cluster]:
     # ``app`` first: it recreates the schema the instances are about to use.
-    settings: dict[str, Any] = {"LOCK_WAIT_SECONDS": LOCK_WAIT_SECONDS}
+    settings: dict[str, Any] = {
+        "LOCK_WAIT_SECONDS": LOCK_WAIT_SECONDS,
+        "OPS_TOKEN": OPS_TOKEN,
+        "RATE_LIMIT_LOGIN": f"{LOGIN_LIMIT}/minute",
+    }
     with ExitStack() as stack:
         if request.param == "redis-cluster":
             lock_redis: RedisServer | RedisClusterGroup = stack.enter_context(RedisClusterGroup())

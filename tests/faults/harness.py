@@ -42,6 +42,7 @@ from booking_service.extensions import db
 from booking_service.locking import lock_key
 from booking_service.services.invariants import find_drift
 from tests import factories
+from tests.support.pgbouncer import PgBouncer
 from tests.support.servers import AppInstance, RedisSentinelGroup, RedisServer, wait_until
 
 API = "/api/v1"
@@ -91,11 +92,17 @@ ACTION_BY_OP = {"book": "create", "cancel": "cancel", "reactivate": "reactivate"
 
 @dataclass
 class FaultCluster:
-    """App instances sharing PostgreSQL and a Redis (or Sentinel group) the suite started."""
+    """App instances sharing PostgreSQL (directly or through a PgBouncer) and a Redis (or
+    Sentinel group) the suite started."""
 
     instances: list[AppInstance]
     redis: RedisServer | None = None
     sentinels: RedisSentinelGroup | None = None
+    pgbouncer: PgBouncer | None = None
+
+    def fault(self, name: str) -> str:
+        """The fault's name in the table, saying whether the database was behind PgBouncer."""
+        return f"{name} (via PgBouncer)" if self.pgbouncer is not None else name
 
     @property
     def urls(self) -> list[str]:

@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pytest
 import requests
@@ -42,6 +43,7 @@ from tests.faults.harness import (
     warm_up,
 )
 from tests.support.instances import instance_env, running
+from tests.support.pgbouncer import PgBouncer
 from tests.support.servers import AppInstance, RedisServer
 
 pytestmark = pytest.mark.slow
@@ -50,15 +52,25 @@ pytestmark = pytest.mark.slow
 OBSERVE_SECONDS = 6.0
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["direct", "pgbouncer"])
 def cluster(app: Flask, request: pytest.FixtureRequest) -> Iterator[FaultCluster]:
+    """The instances talk to PostgreSQL directly, or through a PgBouncer in transaction mode."""
     # ``app`` first: it recreates the schema the instances are about to use.
     register_table(request.config)
-    with RedisServer() as lock_redis:
-        env = instance_env(REDIS_URL=lock_redis.url, **FAULT_SETTINGS)
-        instances = [AppInstance(env, workers=2, threads=4, name=f"fault-{n}") for n in range(3)]
+    with ExitStack() as stack:
+        lock_redis = stack.enter_context(RedisServer())
+        settings = {"REDIS_URL": lock_redis.url, **FAULT_SETTINGS}
+        pooler = None
+        if request.param == "pgbouncer":
+            pooler = stack.enter_context(PgBouncer(default_pool_size=10))
+            settings["DATABASE_URL"] = pooler.url(TEST_DATABASE_URL.rsplit("/", 1)[1])
+        env = instance_env(**settings)
+        instances = [
+            AppInstance(env, workers=2, threads=4, name=f"fault-{request.param}-{n}")
+            for n in range(3)
+        ]
         with running(instances):
-            yield FaultCluster(instances, lock_redis)
+            yield FaultCluster(instances, lock_redis, pgbouncer=pooler)
 
 
 @pytest.fixture
@@ -106,7 +118,7 @@ def test_worker_killed_while_holding_lock(cluster: FaultCluster, population: Pop
     cluster.wait_healthy()  # gunicorn replaced the worker
 
     report = evaluate(
-        "SIGKILL of a lock holder",
+        cluster.fault("SIGKILL of a lock holder"),
         result,
         recovered_from=killed_at,
         # The lease has to run out first; then one lock wait and scheduling slack.
@@ -143,7 +155,7 @@ def test_lock_holder_paused_past_its_lease(cluster: FaultCluster, population: Po
     result = driver.stop()
 
     report = evaluate(
-        "SIGSTOP of a lock holder past its lease",
+        cluster.fault("SIGSTOP of a lock holder past its lease"),
         result,
         recovered_from=resumed_at,
         recovery_bound=3.0,
@@ -210,7 +222,7 @@ def test_redis_stopped_and_restarted(
     result = driver.stop()
 
     report = evaluate(
-        "Redis stopped and restarted",
+        cluster.fault("Redis stopped and restarted"),
         result,
         recovered_from=restarted_at,
         recovery_bound=5.0,
@@ -248,7 +260,7 @@ def test_redis_paused_longer_than_lock_wait(cluster: FaultCluster, population: P
     result = driver.stop()
 
     report = evaluate(
-        "Redis paused (CLIENT PAUSE) 3s",
+        cluster.fault("Redis paused (CLIENT PAUSE) 3s"),
         result,
         recovered_from=unpaused_at,
         # Leases taken by commands that ran only after their client gave up must expire.
@@ -277,7 +289,7 @@ def test_postgres_backends_terminated(cluster: FaultCluster, population: Populat
     result = driver.stop()
 
     report = evaluate(
-        "PostgreSQL backends terminated",
+        cluster.fault("PostgreSQL backends terminated"),
         result,
         recovered_from=ended,
         recovery_bound=3.0,
@@ -289,4 +301,33 @@ def test_postgres_backends_terminated(cluster: FaultCluster, population: Populat
     )
     if not terminated:
         report.violations.append("no app backend was found to terminate")
+    assert_clean(report, cluster)
+
+
+@pytest.mark.parametrize("cluster", ["pgbouncer"], indirect=True)
+def test_pgbouncer_restarted(cluster: FaultCluster, population: Population):
+    """Restart the pooler under load: every app connection to it drops at once."""
+    assert cluster.pgbouncer is not None
+    driver = load_driver(cluster, population)
+    with running_load(driver):
+        warm_up(driver)
+        started = time.monotonic()
+        cluster.pgbouncer.restart()
+        ended = time.monotonic()
+        time.sleep(OBSERVE_SECONDS)
+    result = driver.stop()
+
+    report = evaluate(
+        "PgBouncer restarted",
+        result,
+        recovered_from=ended,
+        # The first request on each dead pooled connection fails; the pool then replaces
+        # every connection of that generation.
+        recovery_bound=3.0,
+    )
+    during = _answers(result, started, ended + 1.0)
+    refused = [c for c in during if c.status == 503 and c.code == "db_unavailable"]
+    report.notes.append(
+        f"down for {ended - started:.2f}s; {len(refused)} requests answered db_unavailable"
+    )
     assert_clean(report, cluster)
