@@ -63,7 +63,7 @@ class Database:
         )
         bound_every_transaction(self.engine, config["DB_STATEMENT_TIMEOUT_MS"])
         ping_connections_idle_for(self.engine, config["DB_PING_IDLE_SECONDS"])
-        observe_pool(self.engine)
+        self.engine.pool.report()  # type: ignore[attr-defined]
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -152,29 +152,28 @@ def ping_connections_idle_for(engine: Engine, seconds: float) -> None:
 
 
 class ObservedQueuePool(QueuePool):
-    """SQLAlchemy's pool, counting the threads that wait because every connection is busy."""
+    """SQLAlchemy's pool, reporting this process's connections in use and idle, and the
+    threads that wait because every connection is busy (booking_db_pool_connections)."""
 
     def _do_get(self) -> Any:
         if self.checkedin() or self.overflow() < self._max_overflow:
-            return super()._do_get()  # an idle connection, or room to open one
-        metrics.db_pool_connections.labels(state="waiting").inc()
-        try:
-            return super()._do_get()
-        finally:
-            metrics.db_pool_connections.labels(state="waiting").dec()
+            connection = super()._do_get()  # an idle connection, or room to open one
+        else:
+            metrics.db_pool_connections.labels(state="waiting").inc()
+            try:
+                connection = super()._do_get()
+            finally:
+                metrics.db_pool_connections.labels(state="waiting").dec()
+        self.report()
+        return connection
 
+    def _do_return_conn(self, record: Any) -> None:
+        super()._do_return_conn(record)
+        self.report()
 
-def observe_pool(engine: Engine) -> None:
-    """Keep this process's pool gauges (connections in use and idle) current."""
-    pool = engine.pool
-
-    def report(*_: Any) -> None:
-        metrics.db_pool_connections.labels(state="in_use").set(pool.checkedout())
-        metrics.db_pool_connections.labels(state="idle").set(pool.checkedin())
-
-    for name in ("checkout", "checkin", "close", "close_detached"):
-        event.listen(engine.pool, name, report)
-    report()
+    def report(self) -> None:
+        metrics.db_pool_connections.labels(state="in_use").set(self.checkedout())
+        metrics.db_pool_connections.labels(state="idle").set(self.checkedin())
 
 
 class StoredFunction:

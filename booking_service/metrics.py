@@ -136,6 +136,8 @@ for result in BOOKING_RESULTS:
     bookings_total.labels(result=result)
 for cause in DB_UNAVAILABLE_CAUSES:
     db_unavailable_total.labels(cause=cause)
+for state in POOL_STATES:
+    db_pool_connections.labels(state=state)
 
 
 class _Disabled:

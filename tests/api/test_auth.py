@@ -1,4 +1,4 @@
-"""Accounts: registration, sign-in, sign-out and the current user (docs/architecture.md §9)."""
+"""Accounts: registration, sign-in, sign-out and the current user (docs/architecture.md §10)."""
 
 from __future__ import annotations
 

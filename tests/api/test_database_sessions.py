@@ -8,11 +8,14 @@ through a real pooler).
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from booking_service import migrate
@@ -21,6 +24,8 @@ from booking_service.extensions import Database, StoredFunction, db
 from booking_service.services.accounts import USER_BY_LIVE_TOKEN
 from tests import factories
 from tests.conftest import TEST_DATABASE_URL
+from tests.support.pgbouncer import limited_role
+from tests.support.servers import free_port
 
 
 def test_every_stored_function_is_created_by_init_db() -> None:
@@ -110,3 +115,101 @@ def test_a_missing_stored_function_is_a_503_with_a_clear_log_line(
         client.get(f"{factories.API}/auth/me", headers=factories.auth(user["token"])).status_code
         == 200
     )
+
+
+# --- why the database was unavailable: booking_db_unavailable_total{cause} ------------------
+
+
+def _unavailable(cause: str) -> float:
+    return REGISTRY.get_sample_value("booking_db_unavailable_total", {"cause": cause}) or 0.0
+
+
+def _pool_gauge(state: str) -> float:
+    return REGISTRY.get_sample_value("booking_db_pool_connections", {"state": state}) or 0.0
+
+
+@pytest.fixture
+def small_pool(app: Flask) -> Iterator[Database]:
+    """One connection, no overflow, a short wait for it."""
+    database = Database()
+    database.configure(
+        {**app.config, "DB_POOL_SIZE": 1, "DB_MAX_OVERFLOW": 0, "DB_POOL_TIMEOUT_SECONDS": 0.3}
+    )
+    yield database
+    assert database.engine is not None
+    database.engine.dispose()
+
+
+def test_a_full_pool_shows_its_waiters_then_times_out(small_pool: Database) -> None:
+    before = _unavailable("pool_timeout")
+    waiting: list[float] = []
+
+    def second_request() -> None:
+        with pytest.raises(DbUnavailable), small_pool.single_statement():
+            pass  # pragma: no cover - never reached: the pool has no connection to give
+
+    with small_pool.single_statement() as connection:
+        connection.execute(text("SELECT 1"))
+        assert _pool_gauge("in_use") == 1
+        thread = threading.Thread(target=second_request)
+        thread.start()
+        time.sleep(0.1)
+        waiting.append(_pool_gauge("waiting"))
+        thread.join()
+    assert waiting == [1]
+    assert _pool_gauge("waiting") == 0
+    assert (_pool_gauge("in_use"), _pool_gauge("idle")) == (0, 1)
+    assert _unavailable("pool_timeout") == before + 1
+
+
+def test_a_refused_connection_is_counted_as_such(app: Flask) -> None:
+    nowhere = Database()
+    nowhere.configure(
+        {**app.config, "DATABASE_URL": f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/x"}
+    )
+    before = _unavailable("connect_refused")
+    with pytest.raises(DbUnavailable), nowhere.transaction() as session:
+        session.execute(text("SELECT 1"))
+    assert _unavailable("connect_refused") == before + 1
+
+
+def test_a_role_out_of_connections_is_a_refusal(app: Flask) -> None:
+    with limited_role("booking_one_connection", 1, TEST_DATABASE_URL.rsplit("/", 1)[1]) as role:
+        limited = Database()
+        url = TEST_DATABASE_URL.replace("postgres@", f"{role}@")
+        limited.configure({**app.config, "DATABASE_URL": url, "DB_POOL_TIMEOUT_SECONDS": 5})
+        before = _unavailable("connect_refused")
+        try:
+            with limited.single_statement() as first:
+                first.execute(text("SELECT 1"))
+                # The pool opens a second connection (overflow); PostgreSQL refuses it.
+                with pytest.raises(DbUnavailable), limited.single_statement() as second:
+                    second.execute(text("SELECT 1"))
+        finally:
+            assert limited.engine is not None
+            limited.engine.dispose()
+        assert _unavailable("connect_refused") == before + 1
+
+
+def test_a_statement_over_its_timeout_is_counted_as_such(app: Flask) -> None:
+    bounded = Database()
+    bounded.configure({**app.config, "DB_STATEMENT_TIMEOUT_MS": 200})
+    before = _unavailable("statement_timeout")
+    try:
+        with pytest.raises(DbUnavailable), bounded.single_statement() as connection:
+            connection.execute(text("SELECT pg_sleep(2)"))
+    finally:
+        assert bounded.engine is not None
+        bounded.engine.dispose()
+    assert _unavailable("statement_timeout") == before + 1
+
+
+def test_a_connection_that_dies_in_use_is_counted_as_server_gone() -> None:
+    before = _unavailable("server_gone")
+    with pytest.raises(DbUnavailable), db.single_statement() as connection:
+        pid = connection.scalar(text("SELECT pg_backend_pid()"))
+        with db.engine.connect() as other:  # type: ignore[union-attr]
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            other.commit()
+        connection.execute(text("SELECT 1"))
+    assert _unavailable("server_gone") == before + 1

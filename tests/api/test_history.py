@@ -1,4 +1,4 @@
-"""Audit history: what gets recorded, and who may read it (docs/architecture.md §9, /history)."""
+"""Audit history: what gets recorded, and who may read it (docs/architecture.md §10, /history)."""
 
 from __future__ import annotations
 

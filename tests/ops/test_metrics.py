@@ -461,3 +461,26 @@ def test_with_metrics_disabled_nothing_is_recorded_and_metrics_is_404(
             )
             == 0
         )
+
+
+def test_pool_gauges_are_reported_per_worker(instance: AppInstance, client: FlaskClient) -> None:
+    event_id = new_event(client)
+    for _ in range(4):
+        assert post_booking(instance, factories.customer(client)["token"], event_id).ok
+    after = scrape(instance)
+    pids = {str(pid) for pid in instance.worker_pids()}
+    for state in ("in_use", "idle", "waiting"):
+        reported = {
+            dict(labels)["pid"]
+            for (name, labels) in after.samples
+            if name == "booking_db_pool_connections" and ("state", state) in labels
+        }
+        assert reported == pids, (state, reported, pids)
+    idle = sum(
+        value
+        for (name, labels), value in after.samples.items()
+        if name == "booking_db_pool_connections" and ("state", "idle") in labels
+    )
+    assert idle >= 1  # the workers that served keep their connections
+    for cause in ("connect_refused", "pool_timeout", "server_gone", "statement_timeout"):
+        assert after.has("booking_db_unavailable_total", cause=cause)
