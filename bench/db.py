@@ -16,8 +16,8 @@ import redis
 from sqlalchemy import Engine, create_engine, text
 
 from booking_service import migrate
-from booking_service.services.accounts import hash_token
 from booking_service.services.invariants import COUNT_DRIFT_SQL, DUPLICATE_ACTIVE_SQL
+from booking_service.services.sessions import hash_token
 
 ORGANIZER_ID = 1
 # Customer number k (1-based) has user id CUSTOMER_ID_OFFSET + k and token token_for(k).
@@ -94,7 +94,7 @@ def seed_accounts(engine: Engine, customers: int) -> None:
             {"id": CUSTOMER_ID_OFFSET + 1},
         )
     if stored != hash_token(token_for(1)):
-        raise RuntimeError("seeded token hash differs from accounts.hash_token")
+        raise RuntimeError("seeded token hash differs from sessions.hash_token")
     with engine.connect() as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT").execute(
             text("ANALYZE users; ANALYZE api_tokens")

@@ -12,7 +12,7 @@ from booking_service import config as config_module
 from booking_service import errors, metrics
 from booking_service.extensions import db, openapi, redis_client
 from booking_service.locking import locks
-from booking_service.services import accounts
+from booking_service.services import accounts, sessions
 from booking_service.services.seats import seat_queue
 from booking_service.services.snapshots import event_snapshots
 
@@ -69,6 +69,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     event_snapshots.configure(app.config)
     accounts.settings.password_hash_method = app.config["PASSWORD_HASH_METHOD"]
     accounts.settings.token_ttl = timedelta(hours=app.config["TOKEN_TTL_HOURS"])
+    sessions.settings.cache_seconds = app.config["SESSION_CACHE_SECONDS"]
 
     openapi.init_app(app)
     from booking_service.api.common import document_stock_problems

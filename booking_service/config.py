@@ -113,8 +113,8 @@ def from_environment() -> dict[str, Any]:
         # together (services/seats.py); 1 turns group commit off.
         "SEAT_BATCH_MAX": _int("SEAT_BATCH_MAX", 16, minimum=1),
         # How old a worker's snapshot of an event may be and still refuse a booking before the
-        # lock (services/snapshots.py): a seat freed through another process may be refused as
-        # sold out for this long. 0 reads the event for every booking request.
+        # lock (services/snapshots.py), if the event's change counter has not moved since: it
+        # bounds only changes made outside the service. 0 reads the event for every booking.
         "EVENT_SNAPSHOT_MAX_AGE_SECONDS": _float(
             "EVENT_SNAPSHOT_MAX_AGE_SECONDS", 0.5, minimum=0.0
         ),
@@ -122,6 +122,9 @@ def from_environment() -> dict[str, Any]:
         "LOCK_STATS_WINDOW_SECONDS": _int("LOCK_STATS_WINDOW_SECONDS", 600, minimum=10),
         "RETRY_AFTER_SECONDS": _int("RETRY_AFTER_SECONDS", 1, minimum=1),
         "TOKEN_TTL_HOURS": _int("TOKEN_TTL_HOURS", 24 * 30, minimum=1),
+        # How long a resolved session is cached in Redis (services/sessions.py); logout takes
+        # effect at once whatever this is. 0: every request looks its token up in PostgreSQL.
+        "SESSION_CACHE_SECONDS": _int("SESSION_CACHE_SECONDS", 300),
         "PASSWORD_HASH_METHOD": _str("PASSWORD_HASH_METHOD", "scrypt"),
         "INSTANCE_NAME": _str("INSTANCE_NAME", socket.gethostname()),
         # Off: every metric call is a no-op and /metrics answers 404 (overhead comparisons).

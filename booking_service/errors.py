@@ -115,6 +115,11 @@ class LockUnavailable(DomainError):
     retry_after = True
 
 
+class SessionStoreUnavailable(DomainError):
+    status, code, title = 503, "session_store_unavailable", "The session store is unreachable"
+    retry_after = True
+
+
 class DbUnavailable(DomainError):
     status, code, title = 503, "db_unavailable", "The database is unreachable"
     retry_after = True

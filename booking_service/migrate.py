@@ -13,8 +13,8 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from booking_service.services.accounts import USER_BY_LIVE_TOKEN
 from booking_service.services.seats import TAKE_SEATS
+from booking_service.services.sessions import USER_BY_LIVE_TOKEN
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Every StoredFunction the services define (tests/api/test_stored_functions.py checks).

@@ -1,10 +1,10 @@
 """Rate-limit counting: fixed windows in the service's Redis, so every instance shares them.
 
-Which views are limited, per what, and how the 429 is documented: ``api/limits.py``. A limited
-request costs one Redis round trip per configured limit (INCR and EXPIRE in one
-script, from the ``limits`` library) and nothing else; routes without a limit pay nothing.
-(Flask-Limiter, used before, ran a before- and an after-request pass over every route, which
-cost more than a whole ``/livez`` request.)
+Which views are limited, per what, and how the 429 is documented: ``api/limits.py``. A window
+is one counter key: ``INCR``, ``EXPIRE ... NX`` (the window starts with its first hit) and
+``TTL`` (for ``Retry-After``), three plain commands that may ride in a caller's pipeline, so
+that a booking counts itself in the same round trip as its session lookup
+(``services/admission.py``). Every key stands alone: nothing here crosses a Redis Cluster slot.
 
 When that Redis is unreachable the counts fall back to this process's memory, and Redis is
 tried again after ``RETRY_SHARED_SECONDS``: sign-in and registration stay available (fail
@@ -17,25 +17,26 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from flask import Flask
 from limits import RateLimitItem, parse_many
-from limits.errors import StorageError
-from limits.storage import MemoryStorage, storage_from_string
+from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from booking_service import config as config_module
+from booking_service.extensions import REDIS_ERRORS, RedisConnection, redis_client
 
 log = logging.getLogger(__name__)
 
-# Counter keys: LIMITS:LIMITER/rate-limit/<scope>/<who>/<amount>/<multiples>/<granularity>.
+# The limits library's key layout, kept so that counters survive a rolling deploy:
+# LIMITS:LIMITER/rate-limit/<scope>/<who>/<amount>/<multiples>/<granularity>.
 NAMESPACE = "rate-limit"
 # How long a process counts on its own after Redis failed before it tries Redis again.
 RETRY_SHARED_SECONDS = 5.0
+REPLIES_PER_WINDOW = 3  # INCR, EXPIRE NX, TTL
 
 
 @lru_cache(maxsize=64)
@@ -44,61 +45,109 @@ def parse_limits(value: str) -> tuple[RateLimitItem, ...]:
     return tuple(parse_many(value))
 
 
+@dataclass(frozen=True)
+class Window:
+    """One limit of one scope for one client: a counter key in Redis."""
+
+    item: RateLimitItem
+    scope: str
+    who: str
+
+    @property
+    def key(self) -> str:
+        return f"LIMITS:{self.item.key_for(NAMESPACE, self.scope, self.who)}"
+
+
+def windows(limits: str, scope: str, who: str) -> tuple[Window, ...]:
+    """The windows ``limits`` (a setting's value) sets for ``who`` in ``scope``."""
+    return tuple(Window(item, scope, who) for item in parse_limits(limits))
+
+
 class RateLimiter:
     """Fixed-window counters in Redis; per-process counters while Redis is unreachable."""
 
     def __init__(self) -> None:
-        self._shared: FixedWindowRateLimiter | None = None
+        self._client: RedisConnection | None = None
         self._local = FixedWindowRateLimiter(MemoryStorage())
         self._shared_retry_at: float | None = None  # set while Redis is considered down
         self._guard = threading.Lock()
 
-    def configure(self, config: dict[str, Any]) -> None:
-        uri, options = storage_settings(config)
-        # wrap_exceptions: every storage failure arrives as one exception type, StorageError.
-        storage = storage_from_string(uri, wrap_exceptions=True, **options)
-        self._shared = FixedWindowRateLimiter(storage)
+    def configure(self, client: RedisConnection) -> None:
+        self._client = client
         self._local = FixedWindowRateLimiter(MemoryStorage())
         self._shared_retry_at = None
 
-    def hit(self, limits: str, *identifiers: str) -> int | None:
-        """Count one request against every limit in ``limits``.
+    def hit(self, limits: str, scope: str, who: str) -> int | None:
+        """Count one request against every limit in ``limits``, in one round trip.
 
         Returns None when it is within all of them, else the seconds until the exceeded
         window resets (for ``Retry-After``).
         """
-        for item in parse_limits(limits):
-            strategy = self._counting()
-            try:
-                allowed = strategy.hit(item, NAMESPACE, *identifiers)
-            except StorageError:
-                self._shared_failed()
-                strategy = self._local
-                allowed = strategy.hit(item, NAMESPACE, *identifiers)
-            else:
-                if strategy is self._shared:
-                    self._shared_answered()
-            if not allowed:
-                return _seconds_until_reset(strategy, item, identifiers)
-        return None
+        counted = windows(limits, scope, who)
+        if not self.shared_available():
+            return self.count_locally(counted)
+        assert self._client is not None
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            self.count_in(pipe, counted)
+            replies = pipe.execute()
+        except REDIS_ERRORS:
+            self.shared_failed()
+            return self.count_locally(counted)
+        return self.result(counted, replies)
 
-    def _counting(self) -> FixedWindowRateLimiter:
+    def shared_available(self) -> bool:
         """Redis, unless it failed less than RETRY_SHARED_SECONDS ago."""
-        if self._shared is None:
+        if self._client is None:
             raise RuntimeError("RateLimiter used before configure")
         retry_at = self._shared_retry_at
-        if retry_at is not None and time.monotonic() < retry_at:
-            return self._local
-        return self._shared
+        return retry_at is None or time.monotonic() >= retry_at
 
-    def _shared_failed(self) -> None:
+    def count_in(self, pipe: Any, counted: Sequence[Window]) -> None:
+        """Add the commands that count one request to ``pipe`` (REPLIES_PER_WINDOW each)."""
+        for window in counted:
+            pipe.incr(window.key)
+            pipe.expire(window.key, window.item.get_expiry(), nx=True)
+            pipe.ttl(window.key)
+
+    def result(self, counted: Sequence[Window], replies: Sequence[Any]) -> int | None:
+        """Read what ``count_in``'s commands answered: None, or the Retry-After seconds."""
+        self.shared_answered()
+        for n, window in enumerate(counted):
+            count, _, ttl = replies[n * REPLIES_PER_WINDOW : (n + 1) * REPLIES_PER_WINDOW]
+            if int(count) > window.item.amount:
+                return max(1, int(ttl) if int(ttl) > 0 else window.item.get_expiry())
+        return None
+
+    def uncount(self, counted: Sequence[Window]) -> None:
+        """Take back a request counted in Redis that turned out not to be the client's."""
+        if self._client is None or not counted:
+            return
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for window in counted:
+                pipe.decr(window.key)
+            pipe.execute()
+        except REDIS_ERRORS:
+            self.shared_failed()
+
+    def count_locally(self, counted: Sequence[Window]) -> int | None:
+        for window in counted:
+            if not self._local.hit(window.item, NAMESPACE, window.scope, window.who):
+                stats = self._local.get_window_stats(
+                    window.item, NAMESPACE, window.scope, window.who
+                )
+                return max(1, math.ceil(stats.reset_time - time.time()))
+        return None
+
+    def shared_failed(self) -> None:
         with self._guard:
             if self._shared_retry_at is None:
                 # Once per outage, not a traceback per request.
                 log.warning("Rate limit storage unreachable - falling back to in-memory storage")
             self._shared_retry_at = time.monotonic() + RETRY_SHARED_SECONDS
 
-    def _shared_answered(self) -> None:
+    def shared_answered(self) -> None:
         if self._shared_retry_at is None:
             return
         with self._guard:
@@ -107,57 +156,9 @@ class RateLimiter:
                 self._shared_retry_at = None
 
 
-def _seconds_until_reset(
-    strategy: FixedWindowRateLimiter, item: RateLimitItem, identifiers: tuple[str, ...]
-) -> int:
-    try:
-        reset_at = strategy.get_window_stats(item, NAMESPACE, *identifiers).reset_time
-        return max(1, math.ceil(reset_at - time.time()))
-    except StorageError:  # gone between the count and now: the whole window is an upper bound
-        return max(1, item.get_expiry())
-
-
-def storage_settings(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The limits library's storage URI and options for the configured Redis."""
-    timeout = config["REDIS_SOCKET_TIMEOUT_SECONDS"]
-    options: dict[str, Any] = {
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        # No retries: a Redis that does not answer costs one timeout, then the in-memory
-        # fallback takes over for RETRY_SHARED_SECONDS.
-        "retry": Retry(NoBackoff(), 0),
-    }
-    if config.get("REDIS_PASSWORD"):
-        options["password"] = config["REDIS_PASSWORD"]
-    if config.get("REDIS_CLUSTER_NODES"):
-        # One key per counter: every command stays in one slot.
-        return f"redis+cluster://{_locations('REDIS_CLUSTER_NODES', config)}", options
-    if not config.get("REDIS_SENTINELS"):
-        return config["REDIS_URL"], options
-    locations = _locations("REDIS_SENTINELS", config)
-    sentinel_kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-    if config.get("REDIS_SENTINEL_PASSWORD"):
-        sentinel_kwargs["password"] = config["REDIS_SENTINEL_PASSWORD"]
-    options.update(
-        db=config["REDIS_DB"],
-        sentinel_kwargs=sentinel_kwargs,
-        # Counters are read from the primary as well: replicas lag behind it (replication is
-        # asynchronous), and a limit must see the hits just counted.
-        use_replicas=False,
-    )
-    return f"redis+sentinel://{locations}/{config['REDIS_SENTINEL_SERVICE']}", options
-
-
-def _locations(setting: str, config: dict[str, Any]) -> str:
-    return ",".join(
-        f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        for host, port in config_module.parse_host_ports(setting, config[setting])
-    )
-
-
 limiter = RateLimiter()
 
 
 def init_app(app: Flask) -> None:
-    """Point the counters at the configured Redis."""
-    limiter.configure(app.config)
+    """Count in the service's Redis (the client the locks use)."""
+    limiter.configure(redis_client.get())

@@ -19,6 +19,7 @@ from booking_service.api.schemas import (
 from booking_service.errors import (
     DbUnavailable,
     InvalidCredentials,
+    SessionStoreUnavailable,
     UsernameTaken,
     ValidationFailed,
 )
@@ -65,8 +66,9 @@ class Login(MethodView):
 class Logout(MethodView):
     @auth_required(blp)
     @blp.response(204)
+    @problems(blp, SessionStoreUnavailable)
     def post(self) -> None:
-        """Revoke the token this request is made with"""
+        """Revoke the token this request is made with, on every instance before answering"""
         accounts.logout(user=current_user(), token=bearer_token())
 
 

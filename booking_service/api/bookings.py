@@ -9,7 +9,14 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from flask_smorest.pagination import PaginationParameters
 
-from booking_service.api.common import ID, auth_required, current_user, page_items, problems
+from booking_service.api.common import (
+    ID,
+    auth_required,
+    current_admission,
+    current_user,
+    page_items,
+    problems,
+)
 from booking_service.api.idempotency import idempotent
 from booking_service.api.limits import limit_per_user
 from booking_service.api.schemas import BookingCreateSchema, BookingQuerySchema, BookingSchema
@@ -55,7 +62,7 @@ class Bookings(MethodView):
         )
         return page_items(page, pagination_parameters)
 
-    @auth_required(blp, Role.CUSTOMER)
+    @auth_required(blp, Role.CUSTOMER, event_version_of="event_id")
     @limit_per_user(blp, setting="RATE_LIMIT_BOOKINGS", scope="bookings")
     @idempotent(blp)
     @blp.arguments(BookingCreateSchema)
@@ -72,7 +79,12 @@ class Bookings(MethodView):
     )
     def post(self, body: dict[str, Any]) -> tuple[Booking, dict[str, str]]:
         """Book one seat on an event (customers); never overbooks"""
-        booking = bookings.create_booking(customer=current_user(), event_id=body["event_id"])
+        admitted = current_admission()
+        booking = bookings.create_booking(
+            customer=current_user(),
+            event_id=body["event_id"],
+            event_version=admitted.event_version if admitted else None,
+        )
         location = url_for("bookings.BookingDetail", booking_id=booking.id)
         return booking, {"Location": location}
 

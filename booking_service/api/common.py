@@ -14,6 +14,7 @@ import marshmallow as ma
 from flask import current_app, g, request
 from flask_smorest import Api, Blueprint
 from flask_smorest.pagination import PaginationMetadataSchema, PaginationParameters
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from booking_service.errors import (
     PROBLEM_CONTENT_TYPE,
@@ -24,7 +25,7 @@ from booking_service.errors import (
     ValidationFailed,
 )
 from booking_service.models import Role, User
-from booking_service.services import MAX_ID, Page, accounts
+from booking_service.services import MAX_ID, Page, accounts, admission
 
 # Path rule for ids: out-of-range ids are simply "not found", never a database error.
 ID = f"int(min=1, max={MAX_ID})"
@@ -164,14 +165,31 @@ def bearer_token() -> str:
     return token.strip()
 
 
-def auth_required(blp: Blueprint, *roles: Role) -> Callable[[Any], Any]:
-    """Require a valid bearer token and, if given, one of ``roles``; documents both."""
+def auth_required(
+    blp: Blueprint, *roles: Role, event_version_of: str | None = None
+) -> Callable[[Any], Any]:
+    """Require a valid bearer token and, if given, one of ``roles``; documents both.
+
+    The token is resolved in one Redis round trip (services/admission.py) together with the
+    count of a ``limit_per_user`` below this decorator and, with ``event_version_of`` (a JSON
+    body field holding an event id), the event's change counter, for the view to pass on.
+    """
     check_role = _role_check({role.value for role in roles}) if roles else _any_role
 
     def decorator(func: Any) -> Any:
+        limit_below = _rate_limit_below(func)
+
         @wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            g.user = check_role(accounts.authenticate(token=bearer_token()))
+            token = bearer_token()
+            rate_limit = None
+            if limit_below is not None and current_app.config["RATE_LIMIT_ENABLED"]:
+                setting, scope = limit_below
+                rate_limit = admission.RateLimit(current_app.config[setting], scope)
+            event_id = json_id_field(event_version_of) if event_version_of else None
+            admitted = admission.admit(token=token, rate_limit=rate_limit, event_id=event_id)
+            g.user = check_role(admitted.user)
+            g.admission = admitted
             return func(*args, **kwargs)
 
         documented = blp.doc(security=BEARER)(wrapper)
@@ -185,6 +203,42 @@ def auth_required(blp: Blueprint, *roles: Role) -> Callable[[Any], Any]:
 
 def _any_role(user: User) -> User:
     return user
+
+
+# The rate limit each ``limit_per_user`` wrapper applies (setting, scope), so that the
+# ``auth_required`` above it can count it in the same round trip as the token lookup.
+_RATE_LIMIT_OF_WRAPPER: weakref.WeakKeyDictionary[Callable[..., Any], tuple[str, str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def rate_limit_applied_by(wrapper: Callable[..., Any], *, setting: str, scope: str) -> None:
+    """Record the rate limit a view decorator's wrapper applies (api/limits.py)."""
+    _RATE_LIMIT_OF_WRAPPER[wrapper] = (setting, scope)
+
+
+def _rate_limit_below(func: Callable[..., Any]) -> tuple[str, str] | None:
+    layer: Any = func
+    while layer is not None:
+        if layer in _RATE_LIMIT_OF_WRAPPER:
+            return _RATE_LIMIT_OF_WRAPPER[layer]
+        layer = getattr(layer, "__wrapped__", None)
+    return None
+
+
+def current_admission() -> admission.Admission | None:
+    """What ``auth_required`` learned when it let this request in, if it did."""
+    return g.get("admission")
+
+
+def json_id_field(name: str) -> int | None:
+    """An id-shaped field of the JSON body, read before validation (None if absent or odd)."""
+    try:
+        body = request.get_json(silent=True)
+    except (RequestEntityTooLarge, RecursionError, ValueError):
+        return None
+    value = body.get(name) if isinstance(body, dict) else None
+    return value if type(value) is int and 1 <= value <= MAX_ID else None
 
 
 def _role_check(allowed: set[str]) -> Callable[[User], User]:

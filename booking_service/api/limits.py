@@ -14,7 +14,13 @@ from flask import current_app, request
 from flask_smorest import Blueprint
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from booking_service.api.common import current_user, problems, view_stage
+from booking_service.api.common import (
+    current_admission,
+    current_user,
+    problems,
+    rate_limit_applied_by,
+    view_stage,
+)
 from booking_service.errors import RateLimited
 from booking_service.ratelimit import limiter
 
@@ -86,15 +92,22 @@ def limit_sign_in(blp: Blueprint, *, setting: str, scope: str) -> Callable[[Any]
 
 
 def limit_per_user(blp: Blueprint, *, setting: str, scope: str) -> Callable[[Any], Any]:
-    """Limit an endpoint per signed-in user; place it below ``auth_required``."""
+    """Limit an endpoint per signed-in user; place it below ``auth_required``, which counts
+    the request in the round trip of its token lookup."""
     message = "Too many requests; wait for the time given in Retry-After."
 
     def decorator(func: Any) -> Any:
         @wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            _enforce(setting, scope, signed_in_user(), message)
+            admitted = current_admission()
+            if admitted is not None and admitted.counted:
+                if admitted.retry_after is not None:
+                    raise RateLimited(message, seconds=admitted.retry_after)
+            else:
+                _enforce(setting, scope, signed_in_user(), message)
             return func(*args, **kwargs)
 
+        rate_limit_applied_by(wrapper, setting=setting, scope=scope)
         why = f"more requests than {setting} allows, per user"
         documented = problems(blp, RateLimited, why=why)(wrapper)
         return view_stage("rate_limit")(documented)

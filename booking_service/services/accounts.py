@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from booking_service.errors import InvalidCredentials, Unauthorized, UsernameTaken
-from booking_service.extensions import StoredFunction, db
+from booking_service.errors import InvalidCredentials, UsernameTaken
+from booking_service.extensions import db
 from booking_service.models import ApiToken, Role, User
-from booking_service.services import history
+from booking_service.services import history, sessions
 
 
 @dataclass
@@ -39,16 +36,12 @@ class SignedIn:
     token: str
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def _issue_token(session: Session, user: User) -> str:
-    token = secrets.token_urlsafe(32)
+    token = sessions.new_token(user.id)
     session.add(
         ApiToken(
             user_id=user.id,
-            token_hash=hash_token(token),
+            token_hash=sessions.hash_token(token),
             expires_at=datetime.now(UTC) + settings.token_ttl,
         )
     )
@@ -115,11 +108,12 @@ def login(*, username: str, password: str) -> SignedIn:
 
 
 def logout(*, user: User, token: str) -> None:
-    """Revoke the token the request came with."""
+    """Revoke the token the request came with, in the session cache first (sessions.py)."""
+    sessions.forget_everywhere(token=token)
     with db.transaction() as session:
         session.execute(
             update(ApiToken)
-            .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))
+            .where(ApiToken.token_hash == sessions.hash_token(token), ApiToken.revoked_at.is_(None))
             .values(revoked_at=func.now())
         )
         history.record(
@@ -127,34 +121,9 @@ def logout(*, user: User, token: str) -> None:
         )
 
 
-# Every authenticated request runs this, so it is a stored function whose plan PostgreSQL
-# caches (the planner's share of a one-row join is most of its database cost), read through
-# Core; the User built from the row is transient (no session), read-only here.
-_USER_COLUMNS = User.__table__.columns
-_USER_ROW = ", ".join(f"{c.name} {c.type.compile(postgresql.dialect())}" for c in _USER_COLUMNS)
-USER_BY_LIVE_TOKEN = StoredFunction(
-    "user_by_live_token",
-    f"""
-    SELECT {", ".join(f"users.{column.name}" for column in _USER_COLUMNS)}
-      FROM api_tokens JOIN users ON users.id = api_tokens.user_id
-     WHERE api_tokens.token_hash = :token_hash
-       AND api_tokens.revoked_at IS NULL
-       AND api_tokens.expires_at > now()
-    """,
-    returns=f"TABLE ({_USER_ROW})",
-    token_hash="text",
-)
-
-
 def authenticate(*, token: str) -> User:
     """Return the user a live token belongs to, or raise Unauthorized."""
-    with db.single_statement() as connection:
-        row = USER_BY_LIVE_TOKEN.execute(
-            connection, {"token_hash": hash_token(token)}
-        ).one_or_none()
-    if row is None:
-        raise Unauthorized("The token is unknown, expired or revoked.")
-    return User(**row._asdict())
+    return sessions.authenticate(token=token)
 
 
 def create_admin(*, username: str, password: str, email: str) -> User:

@@ -88,11 +88,15 @@ def _existing(event: Event | None, event_id: int) -> Event:
     return event
 
 
-def create_booking(*, customer: User, event_id: int) -> Booking:
-    """Book one seat on the event for the customer."""
+def create_booking(*, customer: User, event_id: int, event_version: int | None = None) -> Booking:
+    """Book one seat on the event for the customer.
+
+    ``event_version``: the event's change counter, if the request already read it
+    (services/admission.py); a snapshot may then refuse without a database read.
+    """
     with _booking_metrics():
-        # Cheap rejections: no lock, no write, and mostly no read either (a recent snapshot).
-        event = _existing(event_snapshots.recent(event_id), event_id)
+        # Cheap rejections: no lock, no write, and mostly no read either (a snapshot).
+        event = _existing(event_snapshots.recent(event_id, version=event_version), event_id)
         _refuse_unless_bookable(event, datetime.now(UTC))
         # Behind the event lock, batched with this process's other requests for the event.
         booking = seat_queue.take(event_id=event_id, customer_id=customer.id)
@@ -157,7 +161,7 @@ def cancel_booking(*, customer: User, booking_id: int) -> Booking:
         event.booked_count -= 1
         session.flush()
         _record(session, customer, "cancel", booking)
-    event_snapshots.forget(event.id)  # the freed seat is bookable at once in this process
+    event_snapshots.announce(event.id)  # the freed seat is bookable at once, everywhere
     return booking
 
 
@@ -198,7 +202,7 @@ def delete_booking(*, customer: User, booking_id: int) -> None:
             event.booked_count -= 1
         _record(session, customer, "delete", booking)
         session.delete(booking)
-    event_snapshots.forget(event.id)
+    event_snapshots.announce(event.id)
 
 
 def get_booking(*, viewer: User, booking_id: int) -> Booking:

@@ -130,7 +130,7 @@ def update_event(*, actor: User, event_id: int, changes: dict[str, Any]) -> Even
             event = _apply_event_changes(actor, event_id, changes)
     else:
         event = _apply_event_changes(actor, event_id, changes)
-    event_snapshots.forget(event_id)  # new seats or times count at once in this process
+    event_snapshots.announce(event_id)  # new seats or times count at once, everywhere
     return event
 
 
@@ -183,7 +183,7 @@ def delete_event(*, actor: User, event_id: int) -> None:
             entity_id=event_id,
             details={"title": event.title, "active_bookings_removed": active or 0},
         )
-    event_snapshots.forget(event_id)
+    event_snapshots.announce(event_id)
 
 
 def list_event_bookings(

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from booking_service import migrate
 from booking_service.errors import DbUnavailable
 from booking_service.extensions import Database, StoredFunction, db
-from booking_service.services.accounts import USER_BY_LIVE_TOKEN
+from booking_service.services.sessions import USER_BY_LIVE_TOKEN
 from tests import factories
 from tests.conftest import TEST_DATABASE_URL
 from tests.support.pgbouncer import limited_role

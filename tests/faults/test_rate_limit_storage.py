@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 
 from booking_service import config as config_module
 from booking_service import ratelimit
+from booking_service.extensions import RedisClient
 from tests import factories as f
 from tests.factories import API, PASSWORD, auth
 from tests.support.servers import RedisServer
@@ -88,8 +89,10 @@ def test_counting_returns_to_redis_once_it_is_back(
     private_redis: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(ratelimit, "RETRY_SHARED_SECONDS", 0.2)
+    client = RedisClient()
+    client.configure({**config_module.from_environment(), "REDIS_URL": private_redis.url})
     limiter = ratelimit.RateLimiter()
-    limiter.configure({**config_module.from_environment(), "REDIS_URL": private_redis.url})
+    limiter.configure(client.get())
     assert limiter.hit("2/minute", "test", "who") is None
     assert len(private_redis.client().keys("LIMITS:*")) == 1
 

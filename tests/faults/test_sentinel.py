@@ -144,20 +144,10 @@ def test_malformed_sentinel_addresses_are_a_config_error(value: str) -> None:
         config_module.validate(settings)
 
 
-def test_rate_limit_storage_follows_the_same_sentinels_with_separate_passwords() -> None:
-    from booking_service.ratelimit import storage_settings
+def test_rate_limits_count_in_the_redis_the_locks_use(app: Any) -> None:
+    # One client for locks, statistics, sessions and rate limits: under Sentinel they all
+    # follow the primary the sentinels name (the client's configuration is checked above).
+    from booking_service.extensions import redis_client
+    from booking_service.ratelimit import limiter
 
-    settings = {
-        **config_module.from_environment(),
-        "REDIS_SENTINELS": "10.0.0.1:26379,[::1]:26380",
-        "REDIS_SENTINEL_SERVICE": "bookings",
-        "REDIS_SENTINEL_PASSWORD": "sentinel-secret",
-        "REDIS_PASSWORD": "redis-secret",
-        "REDIS_DB": 4,
-    }
-    uri, options = storage_settings(settings)
-    assert uri == "redis+sentinel://10.0.0.1:26379,[::1]:26380/bookings"
-    assert options["password"] == "redis-secret"
-    assert options["sentinel_kwargs"]["password"] == "sentinel-secret"
-    assert options["db"] == 4
-    assert options["use_replicas"] is False
+    assert limiter._client is redis_client.get()
