@@ -71,7 +71,7 @@ def _demo_user(username: str, role: Role, organization: str | None = None) -> Us
             organization_name=organization,
         ).user
     except UsernameTaken:
-        with db.transaction() as session:
+        with db.read_transaction() as session:
             user = session.query(User).filter(User.username == username).one()
         return user
 

@@ -125,6 +125,15 @@ class DbUnavailable(DomainError):
     retry_after = True
 
 
+class OutcomeUnknown(DomainError):
+    status, code, title = (
+        503,
+        "outcome_unknown",
+        "The database connection was lost while committing; the change may have been made",
+    )
+    retry_after = True
+
+
 class InvalidIdempotencyKey(DomainError):
     status, code, title = 400, "invalid_idempotency_key", "The Idempotency-Key header is malformed"
 

@@ -27,7 +27,7 @@ from sqlalchemy.pool import QueuePool
 
 from booking_service import metrics
 from booking_service.config import parse_host_ports
-from booking_service.errors import DbUnavailable
+from booking_service.errors import DbUnavailable, OutcomeUnknown
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +68,60 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """One transaction: commit on success, roll back on any error, no partial writes."""
+        """One transaction that writes: commit on success, roll back on any error.
+
+        If the connection dies during the COMMIT, the server may have committed or not: that
+        is 503 ``outcome_unknown``, never ``db_unavailable``'s "nothing was written".
+        """
+        with self._session() as session:
+            yield session
+            with translate_lost_commit():
+                session.commit()
+
+    @contextmanager
+    def read_transaction(self) -> Iterator[Session]:
+        """One transaction that only reads (a failure anywhere wrote nothing)."""
+        with self._session() as session:
+            yield session
+            session.commit()
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
         if self._sessions is None:
             raise RuntimeError("Database used before init_app")
-        with translate_db_errors(), self._sessions() as session, session.begin():
+        # Closing the session rolls back whatever was not committed.
+        with self._sessions() as session, translate_db_errors():
+            session.begin()
             yield session
 
     @contextmanager
     def single_statement(self) -> Iterator[Connection]:
-        """An autocommit connection, for hot paths whose whole transaction is one statement.
+        """An autocommit connection, for hot reads whose whole transaction is one statement.
 
         A statement outside an explicit transaction is a transaction of its own: atomic, and
         committed when it completes. Without BEGIN and COMMIT around it, the driver spends one
         round trip on it instead of three.
         """
+        with translate_db_errors(), self._autocommit_connection() as connection:
+            yield connection
+
+    @contextmanager
+    def single_write(self) -> Iterator[Connection]:
+        """``single_statement`` for a statement that writes: its commit is its completion, so
+        a connection lost while it runs leaves the outcome unknown (see ``transaction``)."""
+        # The checkout (refused, pool timeout) comes before the statement: not a lost commit.
+        with (
+            translate_db_errors(),
+            self._autocommit_connection() as connection,
+            translate_lost_commit(),
+        ):
+            yield connection
+
+    @contextmanager
+    def _autocommit_connection(self) -> Iterator[Connection]:
         if self.engine is None:
             raise RuntimeError("Database used before init_app")
-        with translate_db_errors(), self.engine.connect() as connection:
+        with self.engine.connect() as connection:
             # psycopg2's autocommit attribute is a client-side switch. SQLAlchemy's
             # isolation_level="AUTOCOMMIT" would send a SET to the server going in and coming
             # back, and those two round trips are the ones this is meant to save.
@@ -248,6 +285,23 @@ def translate_db_errors() -> Iterator[None]:
         if error.connection_invalidated:
             raise _unavailable(_SERVER_GONE, "The database connection was lost") from error
         raise
+
+
+@contextmanager
+def translate_lost_commit() -> Iterator[None]:
+    """A connection lost while committing writes: the server may have committed before its
+    answer was lost, so say the outcome is unknown (503 outcome_unknown), not "nothing was
+    written". A statement cancelled by its timeout was rolled back: that one is not unknown."""
+    try:
+        yield
+    except sa_exc.OperationalError as error:
+        if getattr(error.orig, "pgcode", None) in _TIMEOUT_CODES:
+            raise
+        metrics.db_unavailable_total.labels(cause=_SERVER_GONE).inc()
+        raise OutcomeUnknown(
+            "The database connection was lost while the change was being committed; it may "
+            "or may not have been made. Read it back, or retry with the same Idempotency-Key."
+        ) from error
 
 
 def _unavailable(cause: str, what: str) -> DbUnavailable:

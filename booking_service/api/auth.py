@@ -19,6 +19,7 @@ from booking_service.api.schemas import (
 from booking_service.errors import (
     DbUnavailable,
     InvalidCredentials,
+    OutcomeUnknown,
     SessionStoreUnavailable,
     UsernameTaken,
     ValidationFailed,
@@ -34,7 +35,7 @@ class RegisterOrganizer(MethodView):
     @limit_sign_in(blp, setting="RATE_LIMIT_REGISTER", scope="register")
     @blp.arguments(OrganizerRegistrationSchema)
     @blp.response(201, SignedInSchema)
-    @problems(blp, ValidationFailed, UsernameTaken, DbUnavailable)
+    @problems(blp, ValidationFailed, UsernameTaken, DbUnavailable, OutcomeUnknown)
     def post(self, body: dict[str, Any]) -> accounts.SignedIn:
         """Register an organizer account and sign it in"""
         return accounts.register(role=Role.ORGANIZER, **body)
@@ -45,7 +46,7 @@ class RegisterCustomer(MethodView):
     @limit_sign_in(blp, setting="RATE_LIMIT_REGISTER", scope="register")
     @blp.arguments(CustomerRegistrationSchema)
     @blp.response(201, SignedInSchema)
-    @problems(blp, ValidationFailed, UsernameTaken, DbUnavailable)
+    @problems(blp, ValidationFailed, UsernameTaken, DbUnavailable, OutcomeUnknown)
     def post(self, body: dict[str, Any]) -> accounts.SignedIn:
         """Register a customer account and sign it in"""
         return accounts.register(role=Role.CUSTOMER, **body)
@@ -56,7 +57,7 @@ class Login(MethodView):
     @limit_sign_in(blp, setting="RATE_LIMIT_LOGIN", scope="login")
     @blp.arguments(LoginSchema)
     @blp.response(200, SignedInSchema)
-    @problems(blp, ValidationFailed, InvalidCredentials, DbUnavailable)
+    @problems(blp, ValidationFailed, InvalidCredentials, DbUnavailable, OutcomeUnknown)
     def post(self, body: dict[str, Any]) -> accounts.SignedIn:
         """Sign in with username and password; returns a new bearer token"""
         return accounts.login(**body)
@@ -66,7 +67,7 @@ class Login(MethodView):
 class Logout(MethodView):
     @auth_required(blp)
     @blp.response(204)
-    @problems(blp, SessionStoreUnavailable)
+    @problems(blp, SessionStoreUnavailable, OutcomeUnknown)
     def post(self) -> None:
         """Revoke the token this request is made with, on every instance before answering"""
         accounts.logout(user=current_user(), token=bearer_token())

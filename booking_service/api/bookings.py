@@ -32,6 +32,7 @@ from booking_service.errors import (
     LockTimeout,
     LockUnavailable,
     NotActive,
+    OutcomeUnknown,
     ValidationFailed,
 )
 from booking_service.models import Booking, Role
@@ -40,6 +41,8 @@ from booking_service.services import bookings
 blp = Blueprint("bookings", __name__, url_prefix="/api/v1/bookings", description="Bookings")
 
 LOCK_ERRORS = (LockTimeout, LockUnavailable, DbUnavailable)
+# A connection lost while a change was committed: it may or may not have been made.
+WRITE_ERRORS = (OutcomeUnknown,)
 
 
 @blp.route("")
@@ -76,6 +79,7 @@ class Bookings(MethodView):
         EventStarted,
         EventEnded,
         *LOCK_ERRORS,
+        *WRITE_ERRORS,
     )
     def post(self, body: dict[str, Any]) -> tuple[Booking, dict[str, str]]:
         """Book one seat on an event (customers); never overbooks"""
@@ -100,7 +104,7 @@ class BookingDetail(MethodView):
 
     @auth_required(blp, Role.CUSTOMER)
     @blp.response(204)
-    @problems(blp, BookingNotFound)
+    @problems(blp, BookingNotFound, *WRITE_ERRORS)
     def delete(self, booking_id: int) -> None:
         """Delete a booking (its customer), freeing the seat if it was active"""
         bookings.delete_booking(customer=current_user(), booking_id=booking_id)
@@ -110,7 +114,7 @@ class BookingDetail(MethodView):
 class CancelBooking(MethodView):
     @auth_required(blp, Role.CUSTOMER)
     @blp.response(200, BookingSchema)
-    @problems(blp, BookingNotFound, NotActive, EventStarted, EventEnded)
+    @problems(blp, BookingNotFound, NotActive, EventStarted, EventEnded, *WRITE_ERRORS)
     def post(self, booking_id: int) -> Booking:
         """Cancel a booking before its event starts (its customer), freeing the seat"""
         return bookings.cancel_booking(customer=current_user(), booking_id=booking_id)
@@ -131,6 +135,7 @@ class ReactivateBooking(MethodView):
         EventStarted,
         EventEnded,
         *LOCK_ERRORS,
+        *WRITE_ERRORS,
     )
     def post(self, booking_id: int) -> Booking:
         """Re-activate a cancelled booking if a seat is free (its customer)"""

@@ -32,6 +32,7 @@ from booking_service.errors import (
     Forbidden,
     LockTimeout,
     LockUnavailable,
+    OutcomeUnknown,
     Unauthorized,
     ValidationFailed,
 )
@@ -71,7 +72,7 @@ class Events(MethodView):
     @auth_required(blp, Role.ORGANIZER)
     @blp.arguments(EventCreateSchema)
     @blp.response(201, EventSchema)
-    @problems(blp, ValidationFailed)
+    @problems(blp, ValidationFailed, OutcomeUnknown)
     def post(self, body: dict[str, Any]) -> Event:
         """Publish an event (organizers)"""
         return events.create_event(organizer=current_user(), **body)
@@ -89,7 +90,14 @@ class EventDetail(MethodView):
     @blp.arguments(EventUpdateSchema)
     @blp.response(200, EventSchema)
     @problems(
-        blp, EventNotFound, CapacityBelowBookings, ValidationFailed, LockTimeout, LockUnavailable
+        blp,
+        EventNotFound,
+        CapacityBelowBookings,
+        ValidationFailed,
+        LockTimeout,
+        LockUnavailable,
+        OutcomeUnknown,
+        OutcomeUnknown,
     )
     def patch(self, body: dict[str, Any], event_id: int) -> Event:
         """Change an event (its organizer); capacity never below the seats booked"""
@@ -97,7 +105,7 @@ class EventDetail(MethodView):
 
     @auth_required(blp, Role.ORGANIZER)
     @blp.response(204)
-    @problems(blp, EventNotFound)
+    @problems(blp, EventNotFound, OutcomeUnknown)
     def delete(self, event_id: int) -> None:
         """Delete an event and its bookings (its organizer); history keeps a record"""
         events.delete_event(actor=current_user(), event_id=event_id)

@@ -140,7 +140,7 @@ def dashboard_stats(*, upcoming_limit: int = 10) -> DashboardStats:
 def fullest_upcoming_events(*, limit: int = 10) -> list[CapacityRow]:
     """Return the upcoming events closest to selling out (booked/capacity, highest first)."""
     utilisation = cast(Event.booked_count, Float) / Event.capacity
-    with db.transaction() as session:
+    with db.read_transaction() as session:
         events = session.scalars(
             select(Event)
             .where(Event.start_time > datetime.now(UTC))

@@ -137,7 +137,7 @@ def _titles(event_ids: Sequence[int]) -> tuple[dict[int, str], bool]:
     if not event_ids:
         return {}, True
     try:
-        with db.transaction() as session:
+        with db.read_transaction() as session:
             rows = session.execute(select(Event.id, Event.title).where(Event.id.in_(event_ids)))
             return {event_id: title for event_id, title in rows}, True
     except DbUnavailable:

@@ -32,7 +32,7 @@ def _check(name: str) -> str | None:
     """Return None when the dependency answers, else why not."""
     try:
         if name == "postgresql":
-            with db.transaction() as session:
+            with db.read_transaction() as session:
                 session.execute(text("SELECT 1"))
         else:
             redis_client.get().ping()

@@ -42,7 +42,7 @@ class UpcomingCapacity:
 
 def upcoming_capacity(*, near_ratio: float = NEAR_CAPACITY_RATIO) -> UpcomingCapacity:
     """Summarise how full the events that have not started yet are."""
-    with db.transaction() as session:
+    with db.read_transaction() as session:
         row = session.execute(UPCOMING_CAPACITY_SQL, {"ratio": near_ratio}).one()
     return UpcomingCapacity(
         events=int(row.events),

@@ -167,7 +167,7 @@ def cancel_booking(*, customer: User, booking_id: int) -> Booking:
 
 def reactivate_booking(*, customer: User, booking_id: int) -> Booking:
     """Re-activate a cancelled booking if a seat is free; serialized by the event lock."""
-    with db.transaction() as session:
+    with db.read_transaction() as session:
         event_id = _own_booking_event_id(session, customer, booking_id)
     with (
         locks.hold(event_id),
@@ -208,7 +208,7 @@ def delete_booking(*, customer: User, booking_id: int) -> None:
 def get_booking(*, viewer: User, booking_id: int) -> Booking:
     """Return a booking its customer, its event's organizer or an admin may see."""
     query = _visible_to(viewer, select(Booking)).where(Booking.id == booking_id)
-    with db.transaction() as session:
+    with db.read_transaction() as session:
         booking = session.scalar(query) if booking_id <= MAX_ID else None
     if booking is None:
         raise BookingNotFound(f"Booking {booking_id} does not exist.")
@@ -229,7 +229,7 @@ def list_bookings(
         query = query.where(Booking.status == status)
     if event_id is not None:
         query = query.where(Booking.event_id == event_id)
-    with db.transaction() as session:
+    with db.read_transaction() as session:
         return paginate(
             session,
             query.order_by(Booking.created_at.desc(), Booking.id.desc()),

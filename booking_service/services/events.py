@@ -99,13 +99,13 @@ def list_events(
         order = [Event.start_time.desc(), Event.id.desc()]
     if organizer_id is not None:
         query = query.where(Event.organizer_id == organizer_id)
-    with db.transaction() as session:
+    with db.read_transaction() as session:
         return paginate(session, query.order_by(*order), page=page, page_size=page_size)
 
 
 def get_event(*, event_id: int) -> Event:
     """Return the event or raise EventNotFound."""
-    with db.transaction() as session:
+    with db.read_transaction() as session:
         event = session.get(Event, event_id) if event_id <= MAX_ID else None
     if event is None:
         raise EventNotFound(f"Event {event_id} does not exist.")
@@ -196,7 +196,7 @@ def list_event_bookings(
     query = select(Booking).where(Booking.event_id == event_id)
     if status:
         query = query.where(Booking.status == status)
-    with db.transaction() as session:
+    with db.read_transaction() as session:
         return paginate(
             session,
             query.order_by(Booking.created_at.desc(), Booking.id.desc()),

@@ -96,7 +96,7 @@ def list_entries(
         query = query.where(HistoryEntry.created_at >= since)
     if until:
         query = query.where(HistoryEntry.created_at <= until)
-    with db.transaction() as session:
+    with db.read_transaction() as session:
         return paginate(
             session,
             query.order_by(HistoryEntry.created_at.desc(), HistoryEntry.id.desc()),
@@ -107,7 +107,7 @@ def list_entries(
 
 def get_entry(*, user_id: int, entry_id: int) -> HistoryEntry:
     """Return one of the user's own entries; anyone else's is 'not found'."""
-    with db.transaction() as session:
+    with db.read_transaction() as session:
         entry = session.scalar(
             select(HistoryEntry).where(HistoryEntry.id == entry_id, HistoryEntry.user_id == user_id)
         )

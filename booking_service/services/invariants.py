@@ -41,7 +41,7 @@ class Drift:
 def find_drift() -> list[Drift]:
     """Return every event whose counters or rows break an invariant (empty list: all good)."""
     drift: list[Drift] = []
-    with db.transaction() as session:
+    with db.read_transaction() as session:
         for event_id, capacity, booked, active in session.execute(COUNT_DRIFT_SQL):
             drift.append(
                 Drift(

@@ -129,7 +129,7 @@ def take_seats(event_id: int, requests: list[SeatRequest]) -> None:
     try:
         # One statement, so its own transaction: one round trip (no BEGIN, no COMMIT) while
         # every other booking of the event waits.
-        with db.single_statement() as connection:
+        with db.single_write() as connection:
             rows = TAKE_SEATS.execute(
                 connection,
                 {"event_id": event_id, "customer_ids": [r.customer_id for r in requests]},

@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from booking_service import migrate
-from booking_service.errors import DbUnavailable
+from booking_service.errors import DbUnavailable, OutcomeUnknown
 from booking_service.extensions import Database, StoredFunction, db
 from booking_service.services.sessions import USER_BY_LIVE_TOKEN
 from tests import factories
@@ -213,3 +213,42 @@ def test_a_connection_that_dies_in_use_is_counted_as_server_gone() -> None:
             other.commit()
         connection.execute(text("SELECT 1"))
     assert _unavailable("server_gone") == before + 1
+
+
+# --- a connection lost while committing: the outcome is unknown, and the answer says so -----
+
+
+def _terminate(pid: int) -> None:
+    with db.engine.connect() as other:  # type: ignore[union-attr]
+        other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        other.commit()
+
+
+def test_a_commit_whose_connection_died_has_an_unknown_outcome() -> None:
+    with pytest.raises(OutcomeUnknown), db.transaction() as session:
+        _terminate(session.scalar(text("SELECT pg_backend_pid()")))
+
+
+def test_a_read_whose_connection_died_wrote_nothing() -> None:
+    with pytest.raises(DbUnavailable), db.read_transaction() as session:
+        _terminate(session.scalar(text("SELECT pg_backend_pid()")))
+
+
+def test_a_single_write_cut_off_while_running_has_an_unknown_outcome() -> None:
+    with pytest.raises(OutcomeUnknown), db.single_write() as connection:
+        pid = connection.scalar(text("SELECT pg_backend_pid()"))
+        killer = threading.Timer(0.3, _terminate, args=(pid,))
+        killer.start()
+        try:
+            connection.execute(text("SELECT pg_sleep(2)"))
+        finally:
+            killer.join()
+
+
+def test_a_single_write_refused_a_connection_was_not_made(app: Flask) -> None:
+    nowhere = Database()
+    nowhere.configure(
+        {**app.config, "DATABASE_URL": f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/x"}
+    )
+    with pytest.raises(DbUnavailable), nowhere.single_write() as connection:
+        connection.execute(text("SELECT 1"))

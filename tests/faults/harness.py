@@ -82,7 +82,7 @@ BUSINESS_CODES = {
     },
     "resync": {},
 }
-UNAVAILABLE_CODES = {"lock_timeout", "lock_unavailable", "db_unavailable"}
+UNAVAILABLE_CODES = {"lock_timeout", "lock_unavailable", "db_unavailable", "outcome_unknown"}
 LOCK_TAKING = {"book", "reactivate"}
 ACTION_BY_OP = {"book": "create", "cancel": "cancel", "reactivate": "reactivate"}
 
@@ -170,6 +170,11 @@ class Call:
     @property
     def ok(self) -> bool:
         return self.status in (200, 201)
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """No answer, or an answer saying the change may or may not have been made."""
+        return self.status is None or self.code == "outcome_unknown"
 
 
 @dataclass
@@ -283,7 +288,7 @@ class Customer(threading.Thread):
         if call.status == 201:
             call.booking_id = body["id"]
             self.seats[event_id] = Seat(booking_id=body["id"], active=True)
-        elif call.status is None or call.code == "already_booked":
+        elif call.outcome_unknown or call.code == "already_booked":
             self.seats[event_id].unknown = True
 
     def _cancel(self, event_id: int, seat: Seat) -> None:
@@ -292,7 +297,7 @@ class Customer(threading.Thread):
         )
         if call.status == 200:
             seat.active = False
-        elif call.status is None or call.code == "not_active":
+        elif call.outcome_unknown or call.code == "not_active":
             seat.unknown = True
 
     def _reactivate(self, event_id: int, seat: Seat) -> None:
@@ -305,7 +310,7 @@ class Customer(threading.Thread):
         )
         if call.status == 200:
             seat.active = True
-        elif call.status is None or call.code in ("already_active", "already_booked"):
+        elif call.outcome_unknown or call.code in ("already_active", "already_booked"):
             seat.unknown = True
 
     def _resync(self, event_id: int) -> None:
@@ -549,7 +554,7 @@ class FaultReport:
     business: int = 0  # 409/422 business outcomes
     unavailable: int = 0  # 503
     server_errors: int = 0  # 500 (and any other 5xx but 503)
-    unknown: int = 0  # no answer: outcome unknown, excluded from the row checks
+    unknown: int = 0  # no answer, or 503 outcome_unknown: excluded from the row checks
     stalled: int = 0  # slow only because a frozen worker held them
     max_latency: float = 0.0
     recovery: float | None = None
@@ -678,7 +683,7 @@ def check_rows(result: LoadResult) -> tuple[list[str], list[str]]:
     for call in result.calls:  # in start order; each customer's calls are sequential
         if call.op == "resync":
             continue
-        if call.status is None:
+        if call.outcome_unknown:
             if call.op == "book":
                 unknown_creates[(call.customer, call.event_id)] += 1
             else:
@@ -739,7 +744,7 @@ def evaluate(
     FAULT_REPORTS.append(report)
     for call in result.calls:
         report.requests += 1
-        if call.status is None:
+        if call.outcome_unknown:
             report.unknown += 1
         elif call.ok:
             report.successes += 1
