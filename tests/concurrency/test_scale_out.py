@@ -107,7 +107,7 @@ def scale_out(app: Flask) -> Iterator[ScaleOut]:
             DB_MAX_OVERFLOW=POOL_OVERFLOW,
         )
         instances = [
-            AppInstance(env, workers=1, threads=THREADS, name=f"scale-{n}")
+            AppInstance(env, workers=1, threads=THREADS, name=f"scale-{n}", start_timeout=60)
             for n in range(INSTANCES)
         ]
         with running(instances):
