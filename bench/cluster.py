@@ -1,4 +1,5 @@
-"""Two gunicorn instances of the service, as users run them, sharing PostgreSQL and Redis."""
+"""Gunicorn instances of the service (two unless asked), as users run them, sharing PostgreSQL
+and Redis."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ METRIC_FAMILIES = (
     "booking_lock_hold_seconds_count",
     "booking_lock_acquisitions_total",
     "booking_lock_lost_total",
+    "booking_seat_batch_size_sum",
+    "booking_seat_batch_size_count",
     "bookings_total",
 )
 _SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+([0-9.eE+-]+|NaN)$")
@@ -40,17 +43,28 @@ def connections_per_worker(clients: int, workers: int) -> int:
 
 
 class Cluster:
-    """Two instances on free loopback ports; restartable with another lock strategy."""
+    """Instances on free loopback ports; restartable with another lock strategy."""
 
-    def __init__(self, env: dict[str, str], *, workers: int, threads: int, clients: int) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        *,
+        workers: int,
+        threads: int,
+        clients: int,
+        count: int = INSTANCES,
+        name: str = "bench",
+        start_timeout: float = 30.0,
+    ) -> None:
         self.env = {
             **env,
-            "GUNICORN_WORKER_CONNECTIONS": str(
-                connections_per_worker(clients, INSTANCES * workers)
-            ),
+            "GUNICORN_WORKER_CONNECTIONS": str(connections_per_worker(clients, count * workers)),
         }
         self.workers = workers
         self.threads = threads
+        self.count = count
+        self.name = name
+        self.start_timeout = start_timeout
         self.instances: list[AppInstance] = []
         self.strategy: str | None = None
 
@@ -63,16 +77,24 @@ class Cluster:
         self.strategy = strategy
         env = {**self.env, "LOCK_STRATEGY": strategy}
         self.instances = [
-            AppInstance(env, workers=self.workers, threads=self.threads, name=f"bench-{n}")
-            for n in range(INSTANCES)
+            AppInstance(
+                env,
+                workers=self.workers,
+                threads=self.threads,
+                name=f"{self.name}-{n}",
+                start_timeout=self.start_timeout,
+            )
+            for n in range(self.count)
         ]
         # All at once: each takes about a second to import the app and bind.
-        with ThreadPoolExecutor(max_workers=INSTANCES) as pool:
+        with ThreadPoolExecutor(max_workers=self.count) as pool:
             list(pool.map(lambda instance: instance.start(), self.instances))
 
     def stop(self) -> None:
-        for instance in self.instances:
-            instance.stop()
+        # In parallel: each graceful shutdown takes about a second.
+        if self.instances:
+            with ThreadPoolExecutor(max_workers=len(self.instances)) as pool:
+                list(pool.map(lambda instance: instance.stop(), self.instances))
         self.instances = []
         self.strategy = None
 
@@ -96,7 +118,7 @@ class Cluster:
         return "\n".join(f"--- {i.name}\n{i.log()[-chars:]}" for i in self.instances)
 
     def metrics(self) -> dict[str, float]:
-        """The service's booking and lock metrics summed over both instances."""
+        """The service's booking and lock metrics summed over all instances."""
         totals: dict[str, float] = {}
         for instance in self.instances:
             try:
@@ -131,4 +153,8 @@ def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str
         total = delta.get(f"booking_lock_{kind}_seconds_sum", 0)
         if count:
             out[f"lock_{kind}_mean_ms"] = round(1000 * total / count, 3)
+    # Bookings per lock hold (group commit): what one hold of a hot event's lock yields.
+    batches = delta.get("booking_seat_batch_size_count", 0)
+    if batches:
+        out["seat_batch_mean"] = round(delta.get("booking_seat_batch_size_sum", 0) / batches, 2)
     return out

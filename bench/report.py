@@ -125,8 +125,9 @@ def table(result: dict[str, Any]) -> str:
         if row["details"].get("worker_cpu_seconds")
     ]
     if cpu:
-        out += ["", "CPU seconds used by each gunicorn worker during the row (2 instances):"]
+        out += ["", "CPU seconds used by each gunicorn worker of the row's instances:"]
         out += [f"  {key:<10} {' '.join(f'{v:6.1f}' for v in values)}" for key, values in cpu]
+    out += _scale_out(result, rows)
     s5 = next((row for row in rows if row["scenario"] == "S5" and not row["failed"]), None)
     if s5:
         d = s5["details"]
@@ -171,6 +172,50 @@ def table(result: dict[str, Any]) -> str:
     out += ["", f"Invariant violations: {len(violations)}"]
     out += [f"  {key}: {v}" for key, v in violations]
     return "\n".join(out)
+
+
+def _scale_out(result: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """S6's two sides: throughput, 5xx and sessions, and how the instances were sized."""
+    sides = [row for row in rows if row["scenario"] == "S6" and not row["failed"]]
+    if not sides:
+        return []
+    out = ["", f"S6 scale-out, hot sell-out with {sides[0]['details']['clients']} clients:"]
+    for row in sides:
+        d = row["details"]
+        pooler = d.get("pgbouncer")
+        route = "via PgBouncer" if pooler else "straight to PostgreSQL"
+        parts = [
+            f"{_num(row['value'])} bookings/s",
+            f"5xx {d['server_errors_5xx']}",
+            f"PostgreSQL sessions peak {d['postgres_sessions_peak']}",
+        ]
+        if pooler:
+            parts[-1] += f" (pool {pooler['server_pool']})"
+            parts.append(
+                f"PgBouncer client connections peak {pooler['peak_client_connections']}, "
+                f"waiting peak {pooler['peak_waiting_clients']}"
+            )
+        batch = (d.get("service_metrics") or {}).get("seat_batch_mean")
+        if batch is not None:
+            parts.append(f"{batch} bookings per lock hold")
+        parts.append(f"booted in {d['start_seconds']} s")
+        out.append(
+            f"  {row['key']:<13} {d['instances']} instances x {d['workers_per_instance']} "
+            f"worker(s) x {d['threads_per_worker']} threads {route}: " + ", ".join(parts)
+        )
+    pooled = next((row for row in sides if row["key"] == "S6/pgbouncer"), None)
+    direct = next((row for row in sides if row["key"] == "S6/direct"), None)
+    if pooled and direct and pooled["ratio"] is not None:
+        out.append(
+            f"  {pooled['details']['instances']} via PgBouncer ÷ "
+            f"{direct['details']['instances']} direct: {pooled['ratio']:.3f} (goal ≥ 0.9)"
+        )
+    out += [
+        f"  {row['key']}: {row['details']['boot_fallback']}"
+        for row in sides
+        if row["details"].get("boot_fallback")
+    ]
+    return out
 
 
 def chart(result: dict[str, Any], path: Path) -> str | None:

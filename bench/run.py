@@ -1,4 +1,4 @@
-"""Run the benchmark: baselines, scenarios S1-S5, invariant checks, table, JSON and chart.
+"""Run the benchmark: baselines, scenarios S1-S6, invariant checks, table, JSON and chart.
 
     python -m bench.run [--smoke] [--scenarios S1,S2,...] [--strategies redis,none]
                         [--out bench/results] [--profile]
@@ -8,7 +8,9 @@ machine, because absolute numbers on a shared 2-core box say little:
 
 - pgbench ceiling: the service's own booking transaction (TAKE_SEATS) on one hot event,
   straight against PostgreSQL with the same number of clients;
-- livez ceiling: GET /livez through the same two gunicorn instances.
+- livez ceiling: GET /livez through the same two gunicorn instances;
+- S6 (only when asked for): S1's sell-out through 2 instances straight to PostgreSQL against
+  the same through 12 instances sharing one PgBouncer in transaction pooling.
 
 Exit status: 0 when every scenario ran and no invariant was broken; 1 otherwise.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -24,6 +27,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,14 +35,16 @@ from typing import Any
 
 import redis
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 
 from bench import db, report
-from bench.cluster import Cluster, metrics_delta
+from bench.cluster import INSTANCES, Cluster, metrics_delta
 from bench.load import LoadResult, require_tool, run_pgbench, run_wrk
 from bench.profile import Profiler
 from bench.settings import (
     BENCH_DATABASE_URL,
     BENCH_REDIS_URL,
+    DEFAULT_SCENARIOS,
     FULL,
     SCENARIOS,
     SMOKE,
@@ -46,6 +52,7 @@ from bench.settings import (
     TARGETS,
     Sizes,
 )
+from tests.support.pgbouncer import PgBouncer, PoolSampler
 
 ROOT = Path(__file__).resolve().parent.parent
 # Room for every S1/S3/S4/S5 booking of a run: an event that sells out mid-measurement
@@ -90,13 +97,7 @@ class Bench:
         self.args = args
         self.engine: Engine = db.connect(BENCH_DATABASE_URL)
         self.cluster = Cluster(
-            {
-                "DATABASE_URL": BENCH_DATABASE_URL,
-                "REDIS_URL": BENCH_REDIS_URL,
-                "LOG_LEVEL": "WARNING",
-                # Same as production: metrics on, access log off (gunicorn's default).
-                "METRICS_ENABLED": "true",
-            },
+            self.instance_env(BENCH_DATABASE_URL),
             workers=sizes.workers,
             threads=sizes.threads,
             clients=sizes.clients,
@@ -106,6 +107,16 @@ class Bench:
         self.profile: dict[str, Any] | None = None
 
     # --- plumbing ------------------------------------------------------------------------
+
+    @staticmethod
+    def instance_env(database_url: str) -> dict[str, str]:
+        return {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": BENCH_REDIS_URL,
+            "LOG_LEVEL": "WARNING",
+            # Same as production: metrics on, access log off (gunicorn's default).
+            "METRICS_ENABLED": "true",
+        }
 
     def measure(self, row: Row, body: Callable[[Row], None]) -> Row:
         """Run one baseline or scenario, then check the invariants whatever happened."""
@@ -150,12 +161,13 @@ class Bench:
             "customer_count": count if count is not None else self.sizes.customers - first + 1,
         }
 
-    def warm_up(self) -> None:
+    def warm_up(self, cluster: Cluster | None = None, clients: int | None = None) -> None:
         """Open every worker's database pool and Redis connection before measuring."""
         [event] = db.create_events(self.engine, count=1, capacity=ROOMY, title="warm-up")
-        self.wrk(
+        run_wrk(
             "mixed.lua",
-            connections=self.sizes.clients,
+            ports=(cluster or self.cluster).ports,
+            connections=clients or self.sizes.clients,
             duration=self.sizes.warmup,
             env={"first_event": event, "events": 1, **self.customers()},
         )
@@ -384,6 +396,177 @@ class Bench:
             seeding_seconds=round(seeded_in, 1),
         )
 
+    def s6_clients(self) -> int:
+        """S1's client count, rounded to a multiple of both sides' instance counts: wrk runs a
+        thread per instance, each with the same number of connections, on either side."""
+        step = math.lcm(INSTANCES, self.sizes.scaleout_instances)
+        return max(step, self.sizes.clients - self.sizes.clients % step)
+
+    def s6_scale_out(self, strategy: str) -> None:
+        """S6: S1's sell-out through 2 instances straight to PostgreSQL, then through 12
+        instances sharing one PgBouncer; both sides with the same clients, one after the other.
+        """
+        sizes = self.sizes
+        clients = self.s6_clients()
+
+        def direct(workers: int) -> Cluster:
+            return Cluster(
+                self.instance_env(BENCH_DATABASE_URL),
+                workers=workers,
+                threads=sizes.threads,
+                clients=clients,
+                name="s6-direct",
+            )
+
+        self.measure(
+            Row("S6/direct", "S6", strategy,
+                f"hot sell-out, {INSTANCES} instances straight to PostgreSQL", "bookings/s"),
+            lambda row: self.s6_side(row, direct, [sizes.workers], strategy, clients),
+        )  # fmt: skip
+        self.measure(
+            Row("S6/pgbouncer", "S6", strategy,
+                f"hot sell-out, {sizes.scaleout_instances} instances via one PgBouncer",
+                "bookings/s"),
+            lambda row: self.s6_via_pgbouncer(row, strategy, clients),
+        )  # fmt: skip
+
+    def s6_via_pgbouncer(self, row: Row, strategy: str, clients: int) -> None:
+        sizes = self.sizes
+        url = make_url(BENCH_DATABASE_URL)
+        database, user = url.database or "postgres", url.username or "postgres"
+        # As deploy/k8s/base/pgbouncer.ini: transaction pooling, one pool of server
+        # connections (20 there and here), the same cap for the database, clients waiting at
+        # most 5 s.
+        with PgBouncer(
+            default_pool_size=sizes.scaleout_server_pool,
+            max_db_connections=sizes.scaleout_server_pool,
+            server_host=url.host or "127.0.0.1",
+            server_port=url.port or 5432,
+            roles=(user,),
+            settings={"query_wait_timeout": 5},
+        ) as pgbouncer:
+
+            def pooled(workers: int) -> Cluster:
+                return Cluster(
+                    self.instance_env(pgbouncer.url(database, user)),
+                    workers=workers,
+                    threads=sizes.scaleout_threads,
+                    clients=clients,
+                    count=sizes.scaleout_instances,
+                    name="s6-pgbouncer",
+                    start_timeout=sizes.scaleout_start_timeout,
+                )
+
+            # README defaults first; fewer workers only if those do not boot in time.
+            workers = list(dict.fromkeys([sizes.scaleout_workers, sizes.scaleout_fallback_workers]))
+            self.s6_side(row, pooled, workers, strategy, clients, (pgbouncer, database, user))
+
+    def s6_boot(
+        self, row: Row, build: Callable[[int], Cluster], workers: list[int], strategy: str
+    ) -> Cluster:
+        """Start the instances with the first worker count that boots in time."""
+        for attempt, count in enumerate(workers):
+            cluster = build(count)
+            log(
+                f"{row.key}: starting {cluster.count} instances x {count} workers x "
+                f"{cluster.threads} threads"
+            )
+            booted = time.monotonic()
+            try:
+                cluster.start(strategy)
+            except TimeoutError:
+                cluster.stop()
+                if attempt + 1 == len(workers):
+                    raise
+                row.details["boot_fallback"] = (
+                    f"{cluster.count} instances x {count} workers did not boot within "
+                    f"{cluster.start_timeout:g} s; ran {workers[attempt + 1]} worker(s) x "
+                    f"{cluster.threads} threads per instance instead"
+                )
+                log(f"{row.key}: {row.details['boot_fallback']}")
+                continue
+            row.details["start_seconds"] = round(time.monotonic() - booted, 1)
+            return cluster
+        raise ValueError("no worker count to start with")
+
+    def s6_side(
+        self,
+        row: Row,
+        build: Callable[[int], Cluster],
+        workers: list[int],
+        strategy: str,
+        clients: int,
+        pooler: tuple[PgBouncer, str, str] | None = None,
+    ) -> None:
+        sizes = self.sizes
+        capacity = sizes.sellout_capacity
+        redis.Redis.from_url(BENCH_REDIS_URL).flushdb()
+        cluster = self.s6_boot(row, build, workers, strategy)
+        row.title += f", {cluster.workers}x{cluster.threads} each"
+        try:
+            self.warm_up(cluster, clients)
+            [event] = db.create_events(self.engine, count=1, capacity=capacity, title=row.key)
+            cpu_before = cluster.worker_cpu()
+            metrics_before = cluster.metrics()
+            since = db.clock(self.engine)
+            pool_sampler = PoolSampler(*pooler) if pooler else nullcontext()
+            with db.ActivitySampler(self.engine, BENCH_REDIS_URL) as activity, pool_sampler:
+                result = run_wrk(
+                    "booking.lua",
+                    ports=cluster.ports,
+                    connections=clients,
+                    duration=sizes.sellout_timeout,
+                    env={"event_id": event, "stop_on_full": 1, **self.customers()},
+                    stop_when=lambda: db.booked(self.engine, event) >= capacity,
+                )
+            cpu_after = cluster.worker_cpu()
+            service_metrics = metrics_delta(metrics_before, cluster.metrics())
+        except Exception:
+            print(cluster.logs_tail(), file=sys.stderr)  # gone with the instances otherwise
+            raise
+        finally:
+            cluster.stop()
+        rate = db.booking_rate(self.engine, event, event, since=since)
+        counts = db.event_counts(self.engine, event)
+        waits = activity.summary()
+        row.value = rate.per_second
+        row.p50_ms, row.p99_ms = result.latency_ms.get("p50"), result.latency_ms.get("p99")
+        row.errors = unexpected(result, "409 event_full")
+        row.details.update(
+            instances=cluster.count,
+            workers_per_instance=cluster.workers,
+            threads_per_worker=cluster.threads,
+            clients=clients,
+            load=result.as_dict(),
+            event=counts,
+            created_201=result.count(201),
+            server_errors_5xx=sum(n for s, n in result.statuses.items() if s.startswith("5")),
+            postgres_sessions_peak=waits.get("db_connections_max"),
+            where_requests_wait=waits,
+            service_metrics=service_metrics,
+            worker_cpu_seconds=sorted(
+                (
+                    round(cpu_after[pid] - cpu_before[pid], 1)
+                    for pid in cpu_before
+                    if pid in cpu_after
+                ),
+                reverse=True,
+            ),
+        )
+        if isinstance(pool_sampler, PoolSampler):
+            row.details["pgbouncer"] = {
+                "server_pool": sizes.scaleout_server_pool,
+                "peak_client_connections": pool_sampler.peak_clients,
+                "peak_waiting_clients": pool_sampler.peak_waiting,
+                "peak_server_connections": pool_sampler.peak_servers,
+                "samples": len(pool_sampler.samples),
+                "error": pool_sampler.error,
+            }
+        if counts["booked_count"] != capacity:
+            raise RuntimeError(f"not sold out within {sizes.sellout_timeout:g}s: {counts}")
+        if result.count(201) > capacity:
+            row.violations.append(f"{result.count(201)} bookings answered 201, capacity {capacity}")
+
     def pgbench_cost(self, event: int, first: int, transactions: int) -> float | None:
         """Mean latency of TAKE_SEATS from one pgbench client: the database's share."""
         result = run_pgbench(
@@ -401,6 +584,15 @@ class Bench:
 
     def run(self, scenarios: list[str], strategies: list[str]) -> None:
         primary = "redis" if "redis" in strategies else strategies[0]
+        # S6 brings its own instances and compares them with each other: no baseline needed.
+        if [s for s in scenarios if s != "S6"]:
+            self.run_two_instances(scenarios, strategies, primary)
+        if "S6" in scenarios:
+            self.s6_scale_out(primary)
+        self.compute_ratios()
+
+    def run_two_instances(self, scenarios: list[str], strategies: list[str], primary: str) -> None:
+        """The baselines and S1-S5 on the two instances, once per lock strategy."""
         # The secondary strategy first, so the primary one ends the run with S5's big table.
         order = [s for s in strategies if s != primary] + [primary]
         self.measure(
@@ -445,7 +637,6 @@ class Bench:
                     )  # fmt: skip
             finally:
                 self.cluster.stop()
-        self.compute_ratios()
 
     def compute_ratios(self) -> None:
         by_key = {row.key: row for row in self.rows}
@@ -459,6 +650,9 @@ class Bench:
             if row.scenario == "S3":
                 s1 = by_key.get(f"S1/{row.strategy}")
                 row.details["vs_S1"] = _ratio(row.value, s1.value if s1 else None)
+        direct, pooled = by_key.get("S6/direct"), by_key.get("S6/pgbouncer")
+        if direct and pooled:
+            pooled.ratio, pooled.ratio_to = _ratio(pooled.value, direct.value), "S6/direct"
 
 
 def _ratio(value: float | None, base: float | None) -> float | None:
@@ -480,12 +674,14 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
         return by_key.get(f"{key}/{primary}") or by_key.get(f"{key}/redis")
 
     s1, s2, s3, s5 = get("S1"), get("S2"), get("S3"), get("S5")
+    s6 = by_key.get("S6/pgbouncer")
     values = {
         "S1_vs_pgbench": s1.ratio if s1 else None,
         "S1_p99_ms": s1.p99_ms if s1 else None,
         "S2_vs_livez": s2.ratio if s2 else None,
         "S3_vs_S1": s3.details.get("vs_S1") if s3 else None,
         "S5_growth": s5.value if s5 else None,
+        "S6_pgbouncer_vs_direct": s6.ratio if s6 else None,
     }
     out = []
     for name, target in TARGETS.items():
@@ -531,7 +727,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness")
     parser.add_argument(
-        "--scenarios", default=",".join(SCENARIOS), help="comma-separated subset of S1..S5"
+        "--scenarios",
+        default=",".join(DEFAULT_SCENARIOS),
+        help="comma-separated subset of S1..S6 (default S1..S5; S6 starts 14 instances and a "
+        "PgBouncer)",
     )
     parser.add_argument(
         "--strategies",

@@ -33,6 +33,12 @@ class Sizes:
     growth_duration: float  # S5: seconds per measurement
     growth_repeats: int  # S5: measurements per state; the cheapest counts (noise only adds)
     growth_db_transactions: int  # S5: pgbench transactions (1 client) per state
+    scaleout_instances: int  # S6: instances sharing one PgBouncer (the other side: 2 direct)
+    scaleout_workers: int  # S6: gunicorn workers per instance behind PgBouncer
+    scaleout_fallback_workers: int  # S6: workers per instance if those did not boot in time
+    scaleout_threads: int  # S6: gthread threads per worker behind PgBouncer
+    scaleout_server_pool: int  # S6: PgBouncer's server connections (pool and database cap)
+    scaleout_start_timeout: float  # S6: seconds the instances behind PgBouncer may take to boot
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +63,16 @@ FULL = Sizes(
     growth_duration=10.0,
     growth_repeats=2,
     growth_db_transactions=2_000,
+    # README defaults. 24 workers booting at once on 2 cores took 27 s on the shared development
+    # machine, and more than 30 s when it was busy; if they miss the timeout, S6 runs 1 worker
+    # x 8 threads per instance instead (same threads per instance, half the processes) and
+    # says so.
+    scaleout_instances=12,
+    scaleout_workers=2,
+    scaleout_fallback_workers=1,
+    scaleout_threads=8,
+    scaleout_server_pool=20,  # as deploy/k8s/base/pgbouncer.ini
+    scaleout_start_timeout=60.0,
 )
 
 # Checks that the harness works and the invariants hold; its numbers mean nothing.
@@ -77,9 +93,17 @@ SMOKE = Sizes(
     growth_duration=2.0,
     growth_repeats=1,
     growth_db_transactions=200,
+    scaleout_instances=12,
+    scaleout_workers=1,
+    scaleout_fallback_workers=1,
+    scaleout_threads=4,
+    scaleout_server_pool=20,
+    scaleout_start_timeout=60.0,
 )
 
-SCENARIOS = ("S1", "S2", "S3", "S4", "S5")
+SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6")
+# S6 starts 14 more instances and a PgBouncer: only when asked for (--scenarios S6).
+DEFAULT_SCENARIOS = ("S1", "S2", "S3", "S4", "S5")
 STRATEGIES = ("redis", "none")
 
 
@@ -114,4 +138,5 @@ TARGETS = {
     "S2_vs_livez": Target("S2 rejections/s ÷ livez rps", 0.5, 0.8, True),
     "S3_vs_S1": Target("S3 bookings/s ÷ S1 bookings/s", 1.0, 1.5, True),
     "S5_growth": Target("S5 cost at 1M rows ÷ cost at 0", 1.2, 1.05, False),
+    "S6_pgbouncer_vs_direct": Target("S6 12 via PgBouncer ÷ 2 direct", 0.9, 1.0, True),
 }

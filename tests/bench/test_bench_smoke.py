@@ -32,8 +32,18 @@ EXPECTED_ROWS = {
 }
 
 
-@pytest.mark.slow
-def test_smoke_run_reports_every_scenario_and_no_violation(tmp_path: Path) -> None:
+TARGETS = {
+    "S1_vs_pgbench",
+    "S1_p99_ms",
+    "S2_vs_livez",
+    "S3_vs_S1",
+    "S5_growth",
+    "S6_pgbouncer_vs_direct",
+}
+
+
+def run_smoke(out: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], float, str]:
+    """``python -m bench.run --smoke`` with ``args``; the run, its seconds and its output."""
     # A database of its own beside the test database: the harness drops and recreates it.
     url = make_url(TEST_DATABASE_URL)
     bench_url = url.set(database=f"{url.database}_bench_smoke")
@@ -44,7 +54,7 @@ def test_smoke_run_reports_every_scenario_and_no_violation(tmp_path: Path) -> No
     }
     started = time.monotonic()
     completed = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(tmp_path)],
+        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -54,6 +64,12 @@ def test_smoke_run_reports_every_scenario_and_no_violation(tmp_path: Path) -> No
     )
     elapsed = time.monotonic() - started
     output = f"stdout:\n{completed.stdout[-6000:]}\nstderr:\n{completed.stderr[-6000:]}"
+    return completed, elapsed, output
+
+
+@pytest.mark.slow
+def test_smoke_run_reports_every_scenario_and_no_violation(tmp_path: Path) -> None:
+    completed, elapsed, output = run_smoke(tmp_path)
     assert completed.returncode == 0, output
 
     [report] = tmp_path.glob("*.json")
@@ -69,14 +85,38 @@ def test_smoke_run_reports_every_scenario_and_no_violation(tmp_path: Path) -> No
     for key in ("S1/redis", "S1/none"):
         assert rows[key]["details"]["event"]["booked_count"] == capacity, output
     assert rows["S2/redis"]["details"]["load"]["codes"].get("409 event_full"), output
-    assert {target["id"] for target in result["targets"]} == {
-        "S1_vs_pgbench",
-        "S1_p99_ms",
-        "S2_vs_livez",
-        "S3_vs_S1",
-        "S5_growth",
-    }
+    # Every target is listed; S6's is n/a, since it runs only when asked for.
+    assert {target["id"] for target in result["targets"]} == TARGETS
     assert "S5" in completed.stdout and "Invariant violations: 0" in completed.stdout
     if importlib.util.find_spec("matplotlib") is not None:
         assert result["chart"] and Path(result["chart"]).stat().st_size > 10_000
     print(f"bench smoke run took {elapsed:.0f} s")
+
+
+@pytest.mark.slow
+def test_smoke_run_of_the_scale_out_scenario(tmp_path: Path) -> None:
+    completed, elapsed, output = run_smoke(tmp_path, "--scenarios", "S6")
+    assert completed.returncode == 0, output
+
+    [report] = tmp_path.glob("*.json")
+    result = json.loads(report.read_text())
+    rows = {row["key"]: row for row in result["rows"]}
+    assert set(rows) == {"S6/direct", "S6/pgbouncer"}, output
+    assert result["invariant_violations"] == 0 and result["failed"] == [], output
+    capacity = result["sizes"]["sellout_capacity"]
+    for row in rows.values():
+        details = row["details"]
+        assert row["value"], output
+        assert details["event"]["booked_count"] == capacity, output
+        assert details["server_errors_5xx"] == 0, output
+        assert details["postgres_sessions_peak"], output
+    pooled = rows["S6/pgbouncer"]["details"]
+    assert pooled["instances"] == result["sizes"]["scaleout_instances"], output
+    # Through the pooler PostgreSQL never saw more sessions than its pool.
+    assert pooled["postgres_sessions_peak"] <= pooled["pgbouncer"]["server_pool"], output
+    assert pooled["pgbouncer"]["peak_client_connections"] > 0, output
+    assert rows["S6/pgbouncer"]["ratio_to"] == "S6/direct", output
+    [target] = [t for t in result["targets"] if t["id"] == "S6_pgbouncer_vs_direct"]
+    assert target["value"] is not None, output
+    assert "S6 scale-out" in completed.stdout and "via PgBouncer ÷" in completed.stdout, output
+    print(f"bench smoke run of S6 took {elapsed:.0f} s")

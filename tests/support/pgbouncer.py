@@ -17,8 +17,10 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +197,90 @@ class PgBouncer(Managed):
             if path.exists()
         ]
         return "\n".join(part for part in parts if part)
+
+
+@dataclass(frozen=True)
+class PoolSample:
+    """One look at PgBouncer's pool of one database and user."""
+
+    clients: int  # client connections logged in (SHOW CLIENTS)
+    waiting: int  # of those, waiting for a server connection (SHOW POOLS cl_waiting)
+    servers: int  # server connections open or opening (SHOW POOLS sv_*)
+
+
+class PoolSampler:
+    """Samples PgBouncer's pool of ``database``/``user`` every ``interval`` seconds in a thread.
+
+    ``with PoolSampler(pgbouncer, database, user) as pool: ...``; afterwards ``pool.samples``
+    and the peaks. One admin connection for the whole run: the console accepts a login per
+    sample too, but a login every 100 ms would show up in the very numbers being read.
+    """
+
+    def __init__(
+        self, pgbouncer: PgBouncer, database: str, user: str, *, interval: float = 0.1
+    ) -> None:
+        self.pgbouncer = pgbouncer
+        self.database = database
+        self.user = user
+        self.interval = interval
+        self.samples: list[PoolSample] = []
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PoolSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        try:
+            connection = self.pgbouncer.connect("pgbouncer")
+        except psycopg2.Error as error:
+            self.error = f"{type(error).__name__}: {error}"
+            return
+        connection.autocommit = True  # the console knows no BEGIN
+        try:
+            with connection.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cursor:
+                while True:
+                    self.samples.append(self._sample(cursor))
+                    if self._stop.wait(self.interval):
+                        return
+        except psycopg2.Error as error:  # pgbouncer went away: keep what was sampled
+            self.error = f"{type(error).__name__}: {error}"
+        finally:
+            connection.close()
+
+    def _sample(self, cursor: psycopg2.extras.RealDictCursor) -> PoolSample:
+        def ours(row: dict[str, Any]) -> bool:
+            return row["database"] == self.database and row["user"] == self.user
+
+        cursor.execute("SHOW CLIENTS")
+        clients = sum(1 for row in cursor.fetchall() if ours(row))
+        cursor.execute("SHOW POOLS")
+        pools = [row for row in cursor.fetchall() if ours(row)]
+        servers = sum(
+            row[column]
+            for row in pools
+            for column in ("sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login")
+        )
+        waiting = sum(row["cl_waiting"] for row in pools)
+        return PoolSample(clients=clients, waiting=waiting, servers=servers)
+
+    @property
+    def peak_clients(self) -> int:
+        return max((sample.clients for sample in self.samples), default=0)
+
+    @property
+    def peak_waiting(self) -> int:
+        return max((sample.waiting for sample in self.samples), default=0)
+
+    @property
+    def peak_servers(self) -> int:
+        return max((sample.servers for sample in self.samples), default=0)
 
 
 def superuser_connection(database: str = "postgres") -> psycopg2.extensions.connection:

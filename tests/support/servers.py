@@ -144,9 +144,12 @@ class AppInstance(Managed):
         threads: int = 8,
         port: int | None = None,
         name: str = "app",
+        start_timeout: float = 30.0,
     ) -> None:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
+        # Many instances booting at once on two cores take longer than one does.
+        self.start_timeout = start_timeout
         self.workers = workers
         self.threads = threads
         self.name = name
@@ -173,7 +176,7 @@ class AppInstance(Managed):
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        wait_until(self._live, timeout=30, what=f"{self.name} on {self.port}")
+        wait_until(self._live, timeout=self.start_timeout, what=f"{self.name} on {self.port}")
         return self
 
     def _live(self) -> bool:
