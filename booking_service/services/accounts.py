@@ -6,6 +6,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -26,8 +27,15 @@ class AccountSettings:
 
 settings = AccountSettings()
 
-# Checked when the username is unknown, so that a miss costs as much as a wrong password.
-_DUMMY_HASH = generate_password_hash("not-a-real-password", method="pbkdf2:sha256:1000")
+
+@lru_cache(maxsize=4)
+def _dummy_hash(method: str) -> str:
+    """A hash checked when the username is unknown, made with the method accounts use.
+
+    With any cheaper method a miss answers sooner than a wrong password, and the time tells
+    which usernames exist. Built once per method (a scrypt hash takes a while).
+    """
+    return generate_password_hash("not-a-real-password", method=method)
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,7 @@ def login(*, username: str, password: str) -> SignedIn:
     with db.transaction() as session:
         user = session.scalar(select(User).where(func.lower(User.username) == username.lower()))
         if user is None:
-            check_password_hash(_DUMMY_HASH, password)
+            check_password_hash(_dummy_hash(settings.password_hash_method), password)
             raise InvalidCredentials()
         if not check_password_hash(user.password_hash, password):
             raise InvalidCredentials()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+import time
 from typing import Any
 
 import pytest
@@ -515,3 +517,29 @@ def test_bearer_scheme_is_case_insensitive(client: FlaskClient):
     response = client.get(ME, headers={"Authorization": f"bearer {token}"})
 
     assert response.status_code == 200
+
+
+def test_an_unknown_username_costs_as_much_as_a_wrong_password(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+):
+    # A measurably slow method, so that the hash dominates each login's time; the dummy check
+    # for an unknown username must pay the configured method, not a cheap one.
+    from booking_service.services import accounts
+
+    monkeypatch.setattr(accounts.settings, "password_hash_method", "pbkdf2:sha256:200000")
+    username = f.customer(client)["user"]["username"]
+
+    def seconds(name: str) -> float:
+        started = time.perf_counter()
+        response = client.post(LOGIN, json={"username": name, "password": "wrong-password"})
+        elapsed = time.perf_counter() - started
+        assert response.status_code == 401
+        return elapsed
+
+    seconds("ghost")  # the dummy hash for this method may be built on first use
+    known, unknown = [], []
+    for _ in range(7):  # interleaved, so that a noisy spell hits both sides alike
+        known.append(seconds(username))
+        unknown.append(seconds("ghost"))
+
+    assert statistics.median(unknown) >= 0.5 * statistics.median(known), (known, unknown)
