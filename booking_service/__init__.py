@@ -58,7 +58,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     config_module.validate(settings)
     app.config.update(settings)
     app.config.update(OPENAPI_SETTINGS)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     _configure_logging(app.config["LOG_LEVEL"])
 
     metrics.configure(enabled=bool(app.config["METRICS_ENABLED"]))
@@ -88,7 +87,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from booking_service import ratelimit, security
 
     ratelimit.init_app(app)
-    security.init_app(app)  # body size, CORS, security headers
+    security.init_app(app)  # body size, JSON parsing, CORS, security headers
 
     from booking_service.cli import register_commands
 

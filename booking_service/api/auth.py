@@ -5,9 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from booking_service.api.common import auth_required, bearer_token, current_user, problems
+from booking_service.api.common import (
+    Blueprint,
+    auth_required,
+    bearer_token,
+    current_user,
+    problems,
+)
 from booking_service.api.limits import limit_sign_in
 from booking_service.api.schemas import (
     CustomerRegistrationSchema,

@@ -6,10 +6,16 @@ from typing import Any
 
 from flask import url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from flask_smorest.pagination import PaginationParameters
 
-from booking_service.api.common import ID, auth_required, current_user, page_items, problems
+from booking_service.api.common import (
+    ID,
+    Blueprint,
+    auth_required,
+    current_user,
+    page_items,
+    problems,
+)
 from booking_service.api.idempotency import idempotent
 from booking_service.api.limits import limit_per_user
 from booking_service.api.schemas import BookingCreateSchema, BookingQuerySchema, BookingSchema

@@ -10,10 +10,13 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+import flask_smorest
 import marshmallow as ma
 from flask import current_app, g, request
-from flask_smorest import Api, Blueprint
+from flask_smorest import Api
 from flask_smorest.pagination import PaginationMetadataSchema, PaginationParameters
+from webargs import missing
+from webargs.flaskparser import FlaskParser, is_json_request
 
 from booking_service.errors import (
     PROBLEM_CONTENT_TYPE,
@@ -24,7 +27,29 @@ from booking_service.errors import (
     ValidationFailed,
 )
 from booking_service.models import Role, User
+from booking_service.security import loads_json
 from booking_service.services import MAX_ID, Page, accounts
+
+
+class _BodyParser(FlaskParser):
+    """webargs' parser, reading JSON bodies with ``security.loads_json``.
+
+    webargs calls ``json.loads`` itself, so a body nested too deeply, or a number too long,
+    would otherwise escape as a 500 instead of its 400 "Invalid JSON body".
+    """
+
+    def _raw_load_json(self, req: Any) -> Any:
+        if not is_json_request(req):
+            return missing
+        # Decoded as webargs does; a UnicodeDecodeError is its 400 as well.
+        return loads_json(req.get_data(cache=True).decode("utf-8"))
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest's Blueprint with the body parser above; every API blueprint is one."""
+
+    ARGUMENTS_PARSER = _BodyParser()
+
 
 # Path rule for ids: out-of-range ids are simply "not found", never a database error.
 ID = f"int(min=1, max={MAX_ID})"
