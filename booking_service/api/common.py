@@ -24,32 +24,12 @@ from booking_service.errors import (
     DomainError,
     Forbidden,
     Unauthorized,
+    UnsupportedMediaType,
     ValidationFailed,
 )
 from booking_service.models import Role, User
 from booking_service.security import loads_json
 from booking_service.services import MAX_ID, Page, accounts
-
-
-class _BodyParser(FlaskParser):
-    """webargs' parser, reading JSON bodies with ``security.loads_json``.
-
-    webargs calls ``json.loads`` itself, so a body nested too deeply, or a number too long,
-    would otherwise escape as a 500 instead of its 400 "Invalid JSON body".
-    """
-
-    def _raw_load_json(self, req: Any) -> Any:
-        if not is_json_request(req):
-            return missing
-        # Decoded as webargs does; a UnicodeDecodeError is its 400 as well.
-        return loads_json(req.get_data(cache=True).decode("utf-8"))
-
-
-class Blueprint(flask_smorest.Blueprint):
-    """flask-smorest's Blueprint with the body parser above; every API blueprint is one."""
-
-    ARGUMENTS_PARSER = _BodyParser()
-
 
 # Path rule for ids: out-of-range ids are simply "not found", never a database error.
 ID = f"int(min=1, max={MAX_ID})"
@@ -174,6 +154,43 @@ def problems(
         return func
 
     return decorator
+
+
+# --- request bodies ---------------------------------------------------------------------
+
+
+class _BodyParser(FlaskParser):
+    """webargs' parser, reading JSON bodies with ``security.loads_json``.
+
+    webargs calls ``json.loads`` itself, so a body nested too deeply, or a number too long,
+    would otherwise escape as a 500 instead of its 400 "Invalid JSON body".
+    """
+
+    def _raw_load_json(self, req: Any) -> Any:
+        if not is_json_request(req):
+            # webargs would read any other body as no body at all, and answer a JSON body sent
+            # as text/plain with "Missing data for required field".
+            if req.get_data(cache=True):
+                sent = f"as {req.mimetype}" if req.mimetype else "without a Content-Type"
+                raise UnsupportedMediaType(
+                    f"Send the body as application/json; this one was sent {sent}."
+                )
+            return missing
+        # Decoded as webargs does; a UnicodeDecodeError is its 400 as well.
+        return loads_json(req.get_data(cache=True).decode("utf-8"))
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest's Blueprint with the body parser above; every API blueprint is one."""
+
+    ARGUMENTS_PARSER = _BodyParser()
+
+    def arguments(self, schema: Any, *, location: str = "json", **kwargs: Any) -> Any:
+        """``flask_smorest.Blueprint.arguments``; a JSON body also documents its 415."""
+        parse = super().arguments(schema, location=location, **kwargs)
+        if location != "json":
+            return parse
+        return lambda func: problems(self, UnsupportedMediaType)(parse(func))
 
 
 def current_user() -> User:

@@ -247,6 +247,7 @@ def test_statement_timeout_just_under_the_lease_is_valid(clean_env: pytest.Monke
 
 EXPECTED = [
     (errors.ValidationFailed, 422, "validation_error"),
+    (errors.UnsupportedMediaType, 415, "unsupported_media_type"),
     (errors.Unauthorized, 401, "unauthorized"),
     (errors.InvalidCredentials, 401, "invalid_credentials"),
     (errors.Forbidden, 403, "forbidden"),
