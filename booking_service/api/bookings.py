@@ -94,7 +94,15 @@ class BookingDetail(MethodView):
 
     @auth_required(blp, Role.CUSTOMER)
     @blp.response(204)
-    @problems(blp, BookingNotFound)
+    @blp.doc(
+        description=(
+            "An active booking is deleted on the terms of a cancel: before its event starts, "
+            "freeing the seat; after the start it is 422 `event_started` (or `event_ended`) "
+            "and nothing changes. A cancelled booking holds no seat and may be deleted at any "
+            "time."
+        )
+    )
+    @problems(blp, BookingNotFound, EventStarted, EventEnded)
     def delete(self, booking_id: int) -> None:
         """Delete a booking (its customer), freeing the seat if it was active"""
         bookings.delete_booking(customer=current_user(), booking_id=booking_id)
