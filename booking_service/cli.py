@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import click
 from flask import Flask, current_app
 
-from booking_service import migrate
-from booking_service.errors import UsernameTaken
+from booking_service import migrate, usernames
+from booking_service.errors import UsernameTaken, ValidationFailed
 from booking_service.extensions import db
 from booking_service.models import Booking, BookingStatus, Event, Role, User
 from booking_service.services import accounts, idempotency, invariants
@@ -25,7 +25,10 @@ def init_db() -> None:
     url = current_app.config["DATABASE_URL"]
     if migrate.ensure_database(url):
         click.echo("created the database")
-    migrate.upgrade(url)
+    try:
+        migrate.upgrade(url)
+    except migrate.MigrationRefused as error:
+        raise click.ClickException(str(error)) from None
     click.echo("schema is up to date")
 
 
@@ -39,6 +42,8 @@ def create_admin(username: str, email: str, password: str) -> None:
         user = accounts.create_admin(username=username, password=password, email=email)
     except UsernameTaken:
         raise click.ClickException(f"username {username!r} is taken") from None
+    except ValidationFailed as error:
+        raise click.ClickException(f"username {username!r}: {error.errors}") from None
     click.echo(f"created admin {user.username} (id {user.id})")
 
 
@@ -72,7 +77,8 @@ def _demo_user(username: str, role: Role, organization: str | None = None) -> Us
         ).user
     except UsernameTaken:
         with db.transaction() as session:
-            user = session.query(User).filter(User.username == username).one()
+            key = usernames.username_key(username)
+            user = session.query(User).filter(User.username_key == key).one()
         return user
 
 

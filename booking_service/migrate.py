@@ -12,6 +12,10 @@ from sqlalchemy.engine import make_url
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+class MigrationRefused(RuntimeError):
+    """A migration found data it cannot carry over; the message says what to change first."""
+
+
 def ensure_database(url: str) -> bool:
     """Create the database named in ``url`` if it does not exist; return True if created."""
     target = make_url(url)

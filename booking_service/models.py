@@ -21,6 +21,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from booking_service.usernames import MAX_KEY_LENGTH
+
 
 class Base(DeclarativeBase):
     # Fetch server-set columns (updated_at's onupdate) during the flush: services return
@@ -57,12 +59,15 @@ class User(Base):
             "role <> 'organizer' OR organization_name IS NOT NULL",
             name="organizer_has_organization",
         ),
-        # Usernames are unique regardless of case: "Alice" and "alice" are one account.
-        Index("uq_users_username_lower", func.lower(text("username")), unique=True),
+        # One account per normalized name (booking_service.usernames): "Alice", "alice " and
+        # fullwidth "alice" are one.
+        Index("uq_users_username_key", "username_key", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    username: Mapped[str] = mapped_column(String(150), nullable=False)
+    username: Mapped[str] = mapped_column(String(150), nullable=False)  # as shown
+    # usernames.username_key(username): what sign-in looks up and uniqueness is decided on.
+    username_key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH), nullable=False)
     email: Mapped[str] = mapped_column(String(254), nullable=False)
     password_hash: Mapped[str] = mapped_column(String(256), nullable=False)
     role: Mapped[str] = mapped_column(String(16), nullable=False)

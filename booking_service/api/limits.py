@@ -14,6 +14,7 @@ from flask import current_app, request
 from flask_smorest import Blueprint
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from booking_service import usernames
 from booking_service.api.common import current_user, problems, view_stage
 from booking_service.errors import RateLimited
 from booking_service.ratelimit import limiter
@@ -27,7 +28,7 @@ def client_address() -> str:
 
 
 def username_key() -> str:
-    """Rate-limit key: the username in the JSON body, case-folded like the accounts table.
+    """Rate-limit key: the username in the JSON body, normalized like the accounts table's key.
 
     Hashed, so that an arbitrary string from the body does not become a long Redis key name
     and no log line or key carries a username.
@@ -41,7 +42,7 @@ def username_key() -> str:
         return "username:-"
     # surrogatepass: a lone surrogate (JSON allows "\ud800") is counted like any other name;
     # the body's validation then refuses it with a 422.
-    name = username.strip().lower().encode("utf-8", "surrogatepass")
+    name = usernames.username_key(username).encode("utf-8", "surrogatepass")
     return f"username:{hashlib.sha256(name).hexdigest()[:32]}"
 
 

@@ -13,7 +13,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from booking_service.errors import InvalidCredentials, Unauthorized, UsernameTaken
+from booking_service import usernames
+from booking_service.errors import (
+    InvalidCredentials,
+    Unauthorized,
+    UsernameTaken,
+    ValidationFailed,
+)
 from booking_service.extensions import PreparedStatement, db
 from booking_service.models import ApiToken, Role, User
 from booking_service.services import history
@@ -73,9 +79,14 @@ def register(
     organization_name: str | None = None,
     business_address: str | None = None,
 ) -> SignedIn:
-    """Create an account and sign it in."""
+    """Create an account and sign it in; the username is kept trimmed, unique by its key."""
+    reason = usernames.refusal(username)
+    if reason is not None:  # the API's schema refuses these already; this covers the CLI
+        raise ValidationFailed(errors={"username": [reason]})
+    key = usernames.username_key(username)
     user = User(
-        username=username,
+        username=usernames.display_username(username),
+        username_key=key,
         email=email,
         password_hash=generate_password_hash(password, method=settings.password_hash_method),
         role=role.value,
@@ -86,8 +97,8 @@ def register(
     )
     try:
         with db.transaction() as session:
-            if session.scalar(select(User.id).where(func.lower(User.username) == username.lower())):
-                raise UsernameTaken(f"The username {username!r} is taken.")
+            if session.scalar(select(User.id).where(User.username_key == key)):
+                raise UsernameTaken(f"The username {user.username!r} is taken.")
             session.add(user)
             session.flush()
             token = _issue_token(session, user)
@@ -101,14 +112,15 @@ def register(
             )
     except IntegrityError as error:
         # Two registrations of one name at once: the unique index decides.
-        raise UsernameTaken(f"The username {username!r} is taken.") from error
+        raise UsernameTaken(f"The username {user.username!r} is taken.") from error
     return SignedIn(user=user, token=token)
 
 
 def login(*, username: str, password: str) -> SignedIn:
     """Check the password and issue a new token."""
+    key = usernames.username_key(username)
     with db.transaction() as session:
-        user = session.scalar(select(User).where(func.lower(User.username) == username.lower()))
+        user = session.scalar(select(User).where(User.username_key == key))
         if user is None:
             check_password_hash(_dummy_hash(settings.password_hash_method), password)
             raise InvalidCredentials()

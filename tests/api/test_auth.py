@@ -312,6 +312,102 @@ def test_username_is_unique_across_roles(client: FlaskClient):
     assert f.count_rows("users") == 1
 
 
+# --- usernames: one normalization (NFKC, case folded, trimmed) --------------------------
+
+
+@pytest.mark.parametrize(
+    "username",
+    [
+        "İzmir",
+        "ΟΔΥΣΣΕΑΣ",
+        "Straße",
+        "ǅemal",
+        "\uff21\uff2c\uff29\uff23\uff25",
+        "Zoë",
+        "e\u0301cole",
+    ],
+)
+def test_a_username_signs_in_with_exactly_what_was_registered(client: FlaskClient, username: str):
+    registered = client.post(REGISTER_CUSTOMER, json=customer_body(username=username))
+    assert registered.status_code == 201, registered.get_json()
+
+    response = client.post(LOGIN, json={"username": username, "password": PASSWORD})
+
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["user"]["id"] == registered.get_json()["user"]["id"]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("ΟΔΥΣΣΕΑΣ", "οδυσσεας"),  # final sigma
+        ("alice", "alice "),
+        ("alice", " Alice"),
+        ("alice", "\uff41\uff4c\uff49\uff43\uff45"),  # fullwidth
+        ("Straße", "STRASSE"),
+        ("école", "e\u0301cole"),  # composed and decomposed é
+        ("ﬁnn", "finn"),  # ligature
+    ],
+)
+def test_usernames_that_normalize_alike_are_one_account(
+    client: FlaskClient, first: str, second: str
+):
+    assert client.post(REGISTER_CUSTOMER, json=customer_body(username=first)).status_code == 201
+
+    taken = client.post(REGISTER_CUSTOMER, json=customer_body(username=second))
+    signed_in = client.post(LOGIN, json={"username": second, "password": PASSWORD})
+
+    assert taken.status_code == 409, taken.get_json()
+    assert taken.get_json()["code"] == "username_taken"
+    assert f.count_rows("users") == 1
+    assert signed_in.status_code == 200, signed_in.get_json()
+
+
+@pytest.mark.parametrize(
+    "username",
+    [
+        "alice\u200b",  # zero-width space
+        "al\u200dice",  # zero-width joiner
+        "\ufeffalice",  # byte order mark
+        "ali\u2060ce",  # word joiner
+        "ali\u00adce",  # soft hyphen
+        "ali\u202ece",  # right-to-left override
+        "ali\nce",
+        "alice\n",
+        "\talice",
+        "ali\x7fce",
+        "ali\u2028ce",  # line separator
+    ],
+)
+def test_control_and_invisible_characters_in_a_username_are_refused(
+    client: FlaskClient, username: str
+):
+    response = client.post(REGISTER_CUSTOMER, json=customer_body(username=username))
+
+    problem = assert_validation_error(response, "username")
+    assert set(problem["errors"]) == {"username"}
+    assert_nothing_registered()
+
+
+def test_the_username_is_kept_as_given_but_trimmed(client: FlaskClient):
+    response = client.post(REGISTER_CUSTOMER, json=customer_body(username="  Zoë Smith "))
+
+    assert response.status_code == 201
+    assert response.get_json()["user"]["username"] == "Zoë Smith"
+    for variant in ("zoë smith", "ZOË SMITH", " zoe\u0308 smith"):
+        login = client.post(LOGIN, json={"username": variant, "password": PASSWORD})
+        assert login.status_code == 200, (variant, login.get_json())
+        assert login.get_json()["user"]["username"] == "Zoë Smith"
+
+
+def test_a_username_whose_normal_form_is_too_long_is_refused(client: FlaskClient):
+    # U+FDFA is one character that NFKC spells as 18: the key column and its index are bounded.
+    response = client.post(REGISTER_CUSTOMER, json=customer_body(username="\ufdfa" * 150))
+
+    assert_validation_error(response, "username")
+    assert_nothing_registered()
+
+
 # --- login ------------------------------------------------------------------------------
 
 

@@ -83,6 +83,17 @@ def test_login_is_limited_per_username_whatever_the_address(
     assert login(client, "bob", address="10.0.1.99").status_code == 401
 
 
+def test_the_per_username_count_uses_the_username_normalization(
+    client: FlaskClient, limits: Any
+) -> None:
+    # The same normalization as the accounts: one account, one count, however it is spelt.
+    limits("RATE_LIMIT_LOGIN", "2/minute")
+    assert login(client, "Alice", address="10.0.9.1").status_code == 401
+    assert login(client, "\uff41\uff4c\uff49\uff43\uff45", address="10.0.9.2").status_code == 401
+
+    assert_rate_limited(login(client, "ALİCE".replace("İ", "I"), address="10.0.9.3"))
+
+
 def test_a_limited_login_issues_no_token_even_with_the_right_password(
     client: FlaskClient, limits: Any
 ) -> None:
