@@ -119,6 +119,9 @@ def from_environment() -> dict[str, Any]:
         "LOCK_STATS_WINDOW_SECONDS": _int("LOCK_STATS_WINDOW_SECONDS", 600, minimum=10),
         "RETRY_AFTER_SECONDS": _int("RETRY_AFTER_SECONDS", 1, minimum=1),
         "TOKEN_TTL_HOURS": _int("TOKEN_TTL_HOURS", 24 * 30, minimum=1),
+        # A device token (login devices) unused this long no longer moves a device's logins off
+        # the per-username limit.
+        "DEVICE_TOKEN_TTL_DAYS": _int("DEVICE_TOKEN_TTL_DAYS", 90, minimum=1),
         "PASSWORD_HASH_METHOD": _str("PASSWORD_HASH_METHOD", "scrypt"),
         "INSTANCE_NAME": _str("INSTANCE_NAME", socket.gethostname()),
         # Off: every metric call is a no-op and /metrics answers 404 (overhead comparisons).

@@ -98,6 +98,28 @@ class ApiToken(Base):
     user: Mapped[User] = relationship(lazy="joined")
 
 
+class LoginDevice(Base):
+    """A device that signed in: its token moves its logins off the per-username limit.
+
+    The device-token scheme against lockout (OWASP, "Slow brute force attacks, lockout of a
+    user"): attempts with a live device token of the account are counted per device token,
+    so an attacker without one cannot lock the owner's known devices out.
+    """
+
+    __tablename__ = "login_devices"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    # SHA-256 of the device token, as for bearer tokens: a database leak leaks no token.
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    created_at: Mapped[datetime] = _created_at()
+    last_used_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
 class Event(Base):
     __tablename__ = "events"
     __table_args__ = (

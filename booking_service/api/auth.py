@@ -57,12 +57,12 @@ class RegisterCustomer(MethodView):
 
 @blp.route("/login")
 class Login(MethodView):
-    @limit_sign_in(blp, setting="RATE_LIMIT_LOGIN", scope="login")
+    @limit_sign_in(blp, setting="RATE_LIMIT_LOGIN", scope="login", devices=True)
     @blp.arguments(LoginSchema)
     @blp.response(200, SignedInSchema)
     @problems(blp, ValidationFailed, InvalidCredentials, DbUnavailable)
     def post(self, body: dict[str, Any]) -> accounts.SignedIn:
-        """Sign in with username and password; returns a new bearer token"""
+        """Sign in with username and password (and the device token, if any); returns a token"""
         return accounts.login(**body)
 
 

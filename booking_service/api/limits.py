@@ -18,6 +18,7 @@ from booking_service import usernames
 from booking_service.api.common import current_user, problems, view_stage
 from booking_service.errors import RateLimited
 from booking_service.ratelimit import limiter
+from booking_service.services import accounts
 
 # --- who is counted ----------------------------------------------------------------------
 
@@ -46,6 +47,30 @@ def username_key() -> str:
     return f"username:{hashlib.sha256(name).hexdigest()[:32]}"
 
 
+def known_device() -> str | None:
+    """Rate-limit key: the body's device token, if it is live for the body's username.
+
+    Anything else (no token, a made-up one, another account's, an expired one) is None: the
+    attempt is then counted per username.
+    """
+    try:
+        body = request.get_json(silent=True)
+    except RequestEntityTooLarge:
+        return None
+    if not isinstance(body, dict):
+        return None
+    token, username = body.get("device_token"), body.get("username")
+    if not isinstance(token, str) or not isinstance(username, str) or not 0 < len(token) <= 128:
+        return None
+    try:
+        token.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no token has one
+        return None
+    if not accounts.is_known_device(username=username, device_token=token):
+        return None
+    return f"device:{hashlib.sha256(token.encode()).hexdigest()[:32]}"
+
+
 def signed_in_user() -> str:
     """Rate-limit key: the authenticated user (use below ``auth_required``)."""
     return f"user:{current_user().id}"
@@ -64,11 +89,16 @@ def _enforce(setting: str, scope: str, who: str, message: str) -> None:
         raise RateLimited(message, seconds=retry_after)
 
 
-def limit_sign_in(blp: Blueprint, *, setting: str, scope: str) -> Callable[[Any], Any]:
+def limit_sign_in(
+    blp: Blueprint, *, setting: str, scope: str, devices: bool = False
+) -> Callable[[Any], Any]:
     """Limit a sign-in style endpoint per client address and, separately, per username.
 
     Views sharing ``scope`` share the counters (both registration endpoints, for example).
-    Place it above ``blp.arguments``: an invalid body counts as an attempt too.
+    Place it above ``blp.arguments``: an invalid body counts as an attempt too. With
+    ``devices`` (login), an attempt with a live device token of the username's account is
+    counted per device token instead of per username, so that attempts without one cannot
+    lock the account's known devices out.
     """
     message = "Too many attempts; wait for the time given in Retry-After."
 
@@ -76,10 +106,16 @@ def limit_sign_in(blp: Blueprint, *, setting: str, scope: str) -> Callable[[Any]
         @wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             _enforce(setting, f"{scope}-address", client_address(), message)
-            _enforce(setting, f"{scope}-username", username_key(), message)
+            device = known_device() if devices else None
+            if device is None:
+                _enforce(setting, f"{scope}-username", username_key(), message)
+            else:
+                _enforce(setting, f"{scope}-device", device, message)
             return func(*args, **kwargs)
 
         why = f"more attempts than {setting} allows, per client address or per username"
+        if devices:
+            why += " (per device token instead, with a live `device_token` of the account)"
         documented = problems(blp, RateLimited, why=why)(wrapper)
         return view_stage("rate_limit")(documented)
 

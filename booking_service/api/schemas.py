@@ -84,6 +84,17 @@ class OrganizerRegistrationSchema(CustomerRegistrationSchema):
     business_address = text_field(max_length=1000, load_default=None, allow_none=True)
 
 
+DEVICE_TOKEN_DESCRIPTION = (
+    "Device token: keep it on this device and send it with every login of this account "
+    "(OWASP's device-token scheme against lockout). A login that presents a live device token "
+    "of the account (used within DEVICE_TOKEN_TTL_DAYS, 90 days by default) is counted against "
+    "RATE_LIMIT_LOGIN per device token instead of per username, so someone guessing the "
+    "password cannot lock this device out; the limit per client address still applies. "
+    "Without one, or with one that is not this account's, the login counts per username, "
+    "so a new device may still wait while the username is under attack."
+)
+
+
 class LoginSchema(ma.Schema):
     username = text_field(
         max_length=150,
@@ -93,12 +104,31 @@ class LoginSchema(ma.Schema):
     password = ma.fields.String(
         required=True, load_only=True, validate=[ma.validate.Length(max=128), encodable]
     )
+    device_token = ma.fields.String(
+        load_default=None,
+        load_only=True,
+        validate=[ma.validate.Length(max=128), encodable],
+        metadata={
+            "description": (
+                "The `device_token` of an earlier sign-in on this device, if it has one. "
+                + DEVICE_TOKEN_DESCRIPTION
+            )
+        },
+    )
 
 
 class SignedInSchema(ma.Schema):
     user = ma.fields.Nested(UserSchema)
     token = ma.fields.String(
         metadata={"description": "Bearer token: send as 'Authorization: Bearer <token>'."}
+    )
+    device_token = ma.fields.String(
+        metadata={
+            "description": (
+                "Random and opaque; only its SHA-256 is stored. The one sent with the login if "
+                "it was live, else a new one. " + DEVICE_TOKEN_DESCRIPTION
+            )
+        }
     )
 
 

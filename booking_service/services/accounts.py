@@ -1,4 +1,4 @@
-"""Accounts and bearer tokens."""
+"""Accounts, bearer tokens and login devices."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -21,7 +21,7 @@ from booking_service.errors import (
     ValidationFailed,
 )
 from booking_service.extensions import PreparedStatement, db
-from booking_service.models import ApiToken, Role, User
+from booking_service.models import ApiToken, LoginDevice, Role, User
 from booking_service.services import history
 
 
@@ -29,6 +29,7 @@ from booking_service.services import history
 class AccountSettings:
     password_hash_method: str = "scrypt"
     token_ttl: timedelta = timedelta(days=30)
+    device_ttl: timedelta = timedelta(days=90)
 
 
 settings = AccountSettings()
@@ -46,10 +47,11 @@ def _dummy_hash(method: str) -> str:
 
 @dataclass(frozen=True)
 class SignedIn:
-    """A signed-in user and the bearer token that identifies the sign-in."""
+    """A signed-in user, the bearer token of the sign-in and the device token to keep."""
 
     user: User
     token: str
+    device_token: str
 
 
 def hash_token(token: str) -> str:
@@ -66,6 +68,45 @@ def _issue_token(session: Session, user: User) -> str:
         )
     )
     return token
+
+
+def _issue_device(session: Session, user: User) -> str:
+    device_token = secrets.token_urlsafe(32)
+    session.add(LoginDevice(user_id=user.id, token_hash=hash_token(device_token)))
+    return device_token
+
+
+def _live_device(device_token: str) -> tuple[ColumnElement[bool], ...]:
+    """Conditions on a login device: this token, used within DEVICE_TOKEN_TTL_DAYS."""
+    return (
+        LoginDevice.token_hash == hash_token(device_token),
+        LoginDevice.last_used_at > func.now() - settings.device_ttl,
+    )
+
+
+def _keep_or_issue_device(session: Session, user: User, device_token: str | None) -> str:
+    """The device token the client keeps: the one it sent if live and the user's, else new."""
+    if device_token is not None:
+        kept = session.execute(
+            update(LoginDevice)
+            .where(LoginDevice.user_id == user.id, *_live_device(device_token))
+            .values(last_used_at=func.now())
+        )
+        if kept.rowcount:
+            return device_token
+    return _issue_device(session, user)
+
+
+def is_known_device(*, username: str, device_token: str) -> bool:
+    """Whether ``device_token`` is a live device token of the account ``username`` names."""
+    with db.transaction() as session:
+        found = session.scalar(
+            select(LoginDevice.id)
+            .join(User, User.id == LoginDevice.user_id)
+            .where(User.username_key == usernames.username_key(username))
+            .where(*_live_device(device_token))
+        )
+    return found is not None
 
 
 def register(
@@ -102,6 +143,7 @@ def register(
             session.add(user)
             session.flush()
             token = _issue_token(session, user)
+            device_token = _issue_device(session, user)
             history.record(
                 session,
                 user_id=user.id,
@@ -113,11 +155,11 @@ def register(
     except IntegrityError as error:
         # Two registrations of one name at once: the unique index decides.
         raise UsernameTaken(f"The username {user.username!r} is taken.") from error
-    return SignedIn(user=user, token=token)
+    return SignedIn(user=user, token=token, device_token=device_token)
 
 
-def login(*, username: str, password: str) -> SignedIn:
-    """Check the password and issue a new token."""
+def login(*, username: str, password: str, device_token: str | None = None) -> SignedIn:
+    """Check the password and issue a new token; a device keeps its device token."""
     key = usernames.username_key(username)
     with db.transaction() as session:
         user = session.scalar(select(User).where(User.username_key == key))
@@ -127,10 +169,11 @@ def login(*, username: str, password: str) -> SignedIn:
         if not check_password_hash(user.password_hash, password):
             raise InvalidCredentials()
         token = _issue_token(session, user)
+        device_token = _keep_or_issue_device(session, user, device_token)
         history.record(
             session, user_id=user.id, action="login", entity_type="user", entity_id=user.id
         )
-    return SignedIn(user=user, token=token)
+    return SignedIn(user=user, token=token, device_token=device_token)
 
 
 def logout(*, user: User, token: str) -> None:

@@ -76,7 +76,7 @@ def test_register_organizer_returns_user_with_organizer_fields_and_token(client:
 
     assert response.status_code == 201
     body = response.get_json()
-    assert set(body) == {"user", "token"}
+    assert set(body) == {"user", "token", "device_token"}
     user = body["user"]
     assert set(user) == USER_FIELDS
     assert user["username"] == "olga"
@@ -88,6 +88,8 @@ def test_register_organizer_returns_user_with_organizer_fields_and_token(client:
     assert user["business_address"] == "1 Hall Road"
     assert isinstance(user["id"], int)
     assert isinstance(body["token"], str) and len(body["token"]) >= 32
+    assert isinstance(body["device_token"], str) and len(body["device_token"]) >= 32
+    assert body["device_token"] != body["token"]
 
 
 def test_register_customer_returns_customer_role_without_organizer_fields(client: FlaskClient):
