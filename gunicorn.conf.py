@@ -8,7 +8,10 @@ import os
 import shutil
 import tempfile
 
-bind = os.environ.get("BIND", "0.0.0.0:8000")
+# Loopback unless BIND says otherwise: a client trickling a body holds a thread for as long as
+# it likes, so an instance reachable from outside needs a buffering proxy in front (nginx,
+# deploy/nginx.conf). The image and compose set BIND=0.0.0.0:8000 behind theirs.
+bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
