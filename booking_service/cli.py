@@ -1,4 +1,4 @@
-"""``flask`` commands: database, demo data, admins, reconciliation, purge-idempotency-keys."""
+"""``flask`` commands: database, demo data, admins, reconciliation, purges of expired rows."""
 
 from __future__ import annotations
 
@@ -65,6 +65,23 @@ def purge_idempotency_keys() -> None:
     click.echo(f"deleted {idempotency.purge_expired()} expired idempotency record(s)")
 
 
+@click.command("purge-tokens")
+@click.option(
+    "--batch-size",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rows deleted per transaction.",
+)
+def purge_tokens(batch_size: int) -> None:
+    """Delete bearer tokens expired or revoked over TOKEN_PURGE_GRACE_HOURS ago, and login
+    devices unused for DEVICE_TOKEN_TTL_DAYS (run it hourly, with purge-idempotency-keys)."""
+    grace = timedelta(hours=current_app.config["TOKEN_PURGE_GRACE_HOURS"])
+    tokens = accounts.purge_tokens(grace=grace, batch_size=batch_size)
+    devices = accounts.purge_stale_devices(batch_size=batch_size)
+    click.echo(f"deleted {tokens} expired or revoked token(s) and {devices} stale login device(s)")
+
+
 def _demo_user(username: str, role: Role, organization: str | None = None) -> User:
     try:
         return accounts.register(
@@ -128,5 +145,12 @@ def seed_demo() -> None:
 
 
 def register_commands(app: Flask) -> None:
-    for command in (init_db, create_admin, check_invariants, seed_demo, purge_idempotency_keys):
+    for command in (
+        init_db,
+        create_admin,
+        check_invariants,
+        seed_demo,
+        purge_idempotency_keys,
+        purge_tokens,
+    ):
         app.cli.add_command(command)

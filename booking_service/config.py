@@ -119,6 +119,8 @@ def from_environment() -> dict[str, Any]:
         "LOCK_STATS_WINDOW_SECONDS": _int("LOCK_STATS_WINDOW_SECONDS", 600, minimum=10),
         "RETRY_AFTER_SECONDS": _int("RETRY_AFTER_SECONDS", 1, minimum=1),
         "TOKEN_TTL_HOURS": _int("TOKEN_TTL_HOURS", 24 * 30, minimum=1),
+        # flask purge-tokens deletes bearer tokens expired or revoked longer ago than this.
+        "TOKEN_PURGE_GRACE_HOURS": _int("TOKEN_PURGE_GRACE_HOURS", 24),
         # A device token (login devices) unused this long no longer moves a device's logins off
         # the per-username limit.
         "DEVICE_TOKEN_TTL_DAYS": _int("DEVICE_TOKEN_TTL_DAYS", 90, minimum=1),

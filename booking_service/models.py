@@ -84,6 +84,15 @@ class User(Base):
 
 class ApiToken(Base):
     __tablename__ = "api_tokens"
+    __table_args__ = (
+        # What flask purge-tokens looks for, batch by batch.
+        Index("ix_api_tokens_expires_at", "expires_at"),
+        Index(
+            "ix_api_tokens_revoked_at",
+            "revoked_at",
+            postgresql_where=text("revoked_at IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     user_id: Mapped[int] = mapped_column(
@@ -107,6 +116,7 @@ class LoginDevice(Base):
     """
 
     __tablename__ = "login_devices"
+    __table_args__ = (Index("ix_login_devices_last_used_at", "last_used_at"),)  # the purge
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     user_id: Mapped[int] = mapped_column(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -219,3 +219,46 @@ def authenticate(*, token: str) -> User:
 def create_admin(*, username: str, password: str, email: str) -> User:
     """Create an admin account (CLI only; admins cannot register over HTTP)."""
     return register(role=Role.ADMIN, username=username, password=password, email=email).user
+
+
+# One batch per transaction, so that a purge of a huge backlog never holds its locks long.
+_PURGE_BATCH = {
+    "tokens expired": text(
+        "DELETE FROM api_tokens WHERE id IN (SELECT id FROM api_tokens "
+        "WHERE expires_at < now() - make_interval(secs => :grace) LIMIT :batch)"
+    ),
+    "tokens revoked": text(
+        "DELETE FROM api_tokens WHERE id IN (SELECT id FROM api_tokens "
+        "WHERE revoked_at < now() - make_interval(secs => :grace) LIMIT :batch)"
+    ),
+    "devices unused": text(
+        "DELETE FROM login_devices WHERE id IN (SELECT id FROM login_devices "
+        "WHERE last_used_at < now() - make_interval(secs => :grace) LIMIT :batch)"
+    ),
+}
+
+
+def _purge(statement: str, *, grace: timedelta, batch_size: int) -> int:
+    deleted = 0
+    while True:
+        with db.transaction() as session:
+            result = session.execute(
+                _PURGE_BATCH[statement],
+                {"grace": grace.total_seconds(), "batch": batch_size},
+            )
+            count = int(result.rowcount or 0)
+        deleted += count
+        if count < batch_size:
+            return deleted
+
+
+def purge_tokens(*, grace: timedelta, batch_size: int = 1000) -> int:
+    """Delete bearer tokens expired or revoked more than ``grace`` ago; return how many."""
+    return _purge("tokens expired", grace=grace, batch_size=batch_size) + _purge(
+        "tokens revoked", grace=grace, batch_size=batch_size
+    )
+
+
+def purge_stale_devices(*, batch_size: int = 1000) -> int:
+    """Delete login devices unused for longer than their lifetime; return how many."""
+    return _purge("devices unused", grace=settings.device_ttl, batch_size=batch_size)
