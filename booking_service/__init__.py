@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
 
-from booking_service import config as config_module
-from booking_service import errors, metrics
-from booking_service.extensions import db, openapi, redis_client
-from booking_service.locking import locks
-from booking_service.services import accounts
-from booking_service.services.seats import seat_queue
-from booking_service.services.snapshots import event_snapshots
+# Importing the package costs nothing: the application's modules are imported by create_app.
+# gunicorn.conf.py checks the settings (booking_service.config) in the master process, before
+# any worker boots, and must not load prometheus_client and the rest there.
 
 __version__ = "0.1.0"
 
@@ -51,11 +48,25 @@ OPENAPI_SETTINGS = {
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """Build the application; ``config`` overrides settings read from the environment."""
-    app = Flask(__name__)
+    """Build the application; ``config`` overrides settings read from the environment.
+
+    Raises ``config.ConfigError`` for a setting it cannot use.
+    """
+    from flask import Flask
+
+    from booking_service import config as config_module
+    from booking_service import errors, metrics
+    from booking_service.extensions import db, openapi, redis_client
+    from booking_service.locking import locks
+    from booking_service.services import accounts
+    from booking_service.services.seats import seat_queue
+    from booking_service.services.snapshots import event_snapshots
+
     settings = config_module.from_environment()
     settings.update(config or {})
+    settings["DATABASE_URL"] = config_module.normalize_database_url(settings["DATABASE_URL"])
     config_module.validate(settings)
+    app = Flask(__name__)
     app.config.update(settings)
     app.config.update(OPENAPI_SETTINGS)
     _configure_logging(app.config["LOG_LEVEL"])

@@ -382,3 +382,35 @@ def test_username_key_is_a_fixed_point_for_every_character():
         if usernames.username_key(usernames.username_key(c)) != usernames.username_key(c)
     ]
     assert moved == []
+
+
+# --- the database URL -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("postgres://u:pw@db:5432/app", "postgresql+psycopg2://u:pw@db:5432/app"),
+        ("postgresql://u:pw@db:5432/app", "postgresql+psycopg2://u:pw@db:5432/app"),
+        ("postgresql+psycopg2://u@db/app", "postgresql+psycopg2://u@db/app"),
+        ("POSTGRES://u@db/app?sslmode=require", "postgresql+psycopg2://u@db/app?sslmode=require"),
+    ],
+)
+def test_the_usual_forms_of_database_url_mean_psycopg2(
+    clean_env: pytest.MonkeyPatch, given: str, used: str
+):
+    clean_env.setenv("DATABASE_URL", given)
+
+    assert config.from_environment()["DATABASE_URL"] == used
+    assert config.normalize_database_url(given) == used
+
+
+@pytest.mark.parametrize("url", ["mysql://u:secret@db/app", "db.example.com/app", "sqlite://"])
+def test_a_database_url_that_is_not_postgresql_is_a_config_error(
+    clean_env: pytest.MonkeyPatch, url: str
+):
+    clean_env.setenv("DATABASE_URL", url)
+
+    with pytest.raises(config.ConfigError, match="DATABASE_URL") as raised:
+        config.from_environment()
+    assert "secret" not in str(raised.value)
