@@ -16,6 +16,8 @@ COPY . .
 RUN useradd --system --uid 10001 --no-create-home --home-dir /app --shell /usr/sbin/nologin app
 USER app
 
+# All interfaces of the container: run it behind a buffering proxy (nginx), never exposed
+# directly (README, Security).
 ENV BIND=0.0.0.0:8000
 EXPOSE 8000
 

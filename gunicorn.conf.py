@@ -6,9 +6,24 @@ whole process, so unrelated requests keep flowing while a hot event queues.
 
 import os
 import shutil
+import sys
 import tempfile
 
-bind = os.environ.get("BIND", "0.0.0.0:8000")
+# gunicorn reads this file before it changes into --chdir and puts that on sys.path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from booking_service.config import ConfigError, from_environment, validate
+
+# A setting the app cannot use stops gunicorn here, in one line, before any worker boots (in
+# a worker it would be a traceback per worker and a restart loop).
+try:
+    validate(from_environment())
+except ConfigError as error:
+    sys.exit(f"booking-service: configuration error: {error}")
+
+# Loopback unless BIND says otherwise: a client trickling a body holds a thread for as long as
+# it likes, so an instance reachable from outside needs a buffering proxy in front (nginx,
+# deploy/nginx.conf). The image and compose set BIND=0.0.0.0:8000 behind theirs.
+bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))

@@ -52,21 +52,22 @@ def seed_accounts(engine: Engine, customers: int) -> None:
         connection.execute(
             text(
                 """
-                INSERT INTO users (id, username, email, password_hash, role,
+                INSERT INTO users (id, username, username_key, email, password_hash, role,
                                    organization_name, business_address)
-                VALUES (:id, 'bench-organizer', 'organizer@bench.invalid', '!', 'organizer',
-                        'Bench Org', '1 Bench Street')
+                VALUES (:id, 'bench-organizer', 'bench-organizer', 'organizer@bench.invalid',
+                        '!', 'organizer', 'Bench Org', '1 Bench Street')
                 """
             ),
             {"id": ORGANIZER_ID},
         )
+        # ASCII lower-case names: each is its own username key (booking_service.usernames).
         # '!' is no valid werkzeug hash: these accounts can use their token but never log in.
         connection.execute(
             text(
                 """
-                INSERT INTO users (id, username, email, password_hash, role)
-                SELECT :offset + k, 'bench-customer-' || k, 'c' || k || '@bench.invalid', '!',
-                       'customer'
+                INSERT INTO users (id, username, username_key, email, password_hash, role)
+                SELECT :offset + k, 'bench-customer-' || k, 'bench-customer-' || k,
+                       'c' || k || '@bench.invalid', '!', 'customer'
                   FROM generate_series(1, :customers) AS k
                 """
             ),

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
 
-from booking_service import config as config_module
-from booking_service import errors, metrics
-from booking_service.extensions import db, openapi, redis_client
-from booking_service.locking import locks
-from booking_service.services import accounts, sessions
-from booking_service.services.seats import seat_queue
-from booking_service.services.snapshots import event_snapshots
+# Importing the package costs nothing: the application's modules are imported by create_app.
+# gunicorn.conf.py checks the settings (booking_service.config) in the master process, before
+# any worker boots, and must not load prometheus_client and the rest there.
 
 __version__ = "0.1.0"
 
@@ -51,14 +48,27 @@ OPENAPI_SETTINGS = {
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """Build the application; ``config`` overrides settings read from the environment."""
-    app = Flask(__name__)
+    """Build the application; ``config`` overrides settings read from the environment.
+
+    Raises ``config.ConfigError`` for a setting it cannot use.
+    """
+    from flask import Flask
+
+    from booking_service import config as config_module
+    from booking_service import errors, metrics
+    from booking_service.extensions import db, openapi, redis_client
+    from booking_service.locking import locks
+    from booking_service.services import accounts, sessions
+    from booking_service.services.seats import seat_queue
+    from booking_service.services.snapshots import event_snapshots
+
     settings = config_module.from_environment()
     settings.update(config or {})
+    settings["DATABASE_URL"] = config_module.normalize_database_url(settings["DATABASE_URL"])
     config_module.validate(settings)
+    app = Flask(__name__)
     app.config.update(settings)
     app.config.update(OPENAPI_SETTINGS)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     _configure_logging(app.config["LOG_LEVEL"])
 
     metrics.configure(enabled=bool(app.config["METRICS_ENABLED"]))
@@ -70,6 +80,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     accounts.settings.password_hash_method = app.config["PASSWORD_HASH_METHOD"]
     accounts.settings.token_ttl = timedelta(hours=app.config["TOKEN_TTL_HOURS"])
     sessions.settings.cache_seconds = app.config["SESSION_CACHE_SECONDS"]
+    accounts.settings.device_ttl = timedelta(days=app.config["DEVICE_TOKEN_TTL_DAYS"])
 
     openapi.init_app(app)
     from booking_service.api.common import document_stock_problems
@@ -89,7 +100,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from booking_service import ratelimit, security
 
     ratelimit.init_app(app)
-    security.init_app(app)  # body size, CORS, security headers
+    security.init_app(app)  # body size, JSON parsing, CORS, security headers
 
     from booking_service.cli import register_commands
 

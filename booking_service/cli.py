@@ -1,4 +1,4 @@
-"""``flask`` commands: database, demo data, admins, reconciliation, purge-idempotency-keys."""
+"""``flask`` commands: database, demo data, admins, reconciliation, purges of expired rows."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import click
 from flask import Flask, current_app
 
-from booking_service import migrate
-from booking_service.errors import UsernameTaken
+from booking_service import migrate, usernames
+from booking_service.errors import UsernameTaken, ValidationFailed
 from booking_service.extensions import db
 from booking_service.models import Booking, BookingStatus, Event, Role, User
 from booking_service.services import accounts, idempotency, invariants
@@ -25,7 +25,10 @@ def init_db() -> None:
     url = current_app.config["DATABASE_URL"]
     if migrate.ensure_database(url):
         click.echo("created the database")
-    migrate.upgrade(url)
+    try:
+        migrate.upgrade(url)
+    except migrate.MigrationRefused as error:
+        raise click.ClickException(str(error)) from None
     click.echo("schema is up to date")
 
 
@@ -39,6 +42,8 @@ def create_admin(username: str, email: str, password: str) -> None:
         user = accounts.create_admin(username=username, password=password, email=email)
     except UsernameTaken:
         raise click.ClickException(f"username {username!r} is taken") from None
+    except ValidationFailed as error:
+        raise click.ClickException(f"username {username!r}: {error.errors}") from None
     click.echo(f"created admin {user.username} (id {user.id})")
 
 
@@ -60,6 +65,23 @@ def purge_idempotency_keys() -> None:
     click.echo(f"deleted {idempotency.purge_expired()} expired idempotency record(s)")
 
 
+@click.command("purge-tokens")
+@click.option(
+    "--batch-size",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rows deleted per transaction.",
+)
+def purge_tokens(batch_size: int) -> None:
+    """Delete bearer tokens expired or revoked over TOKEN_PURGE_GRACE_HOURS ago, and login
+    devices unused for DEVICE_TOKEN_TTL_DAYS (run it hourly, with purge-idempotency-keys)."""
+    grace = timedelta(hours=current_app.config["TOKEN_PURGE_GRACE_HOURS"])
+    tokens = accounts.purge_tokens(grace=grace, batch_size=batch_size)
+    devices = accounts.purge_stale_devices(batch_size=batch_size)
+    click.echo(f"deleted {tokens} expired or revoked token(s) and {devices} stale login device(s)")
+
+
 def _demo_user(username: str, role: Role, organization: str | None = None) -> User:
     try:
         return accounts.register(
@@ -72,7 +94,8 @@ def _demo_user(username: str, role: Role, organization: str | None = None) -> Us
         ).user
     except UsernameTaken:
         with db.read_transaction() as session:
-            user = session.query(User).filter(User.username == username).one()
+            key = usernames.username_key(username)
+            user = session.query(User).filter(User.username_key == key).one()
         return user
 
 
@@ -122,5 +145,12 @@ def seed_demo() -> None:
 
 
 def register_commands(app: Flask) -> None:
-    for command in (init_db, create_admin, check_invariants, seed_demo, purge_idempotency_keys):
+    for command in (
+        init_db,
+        create_admin,
+        check_invariants,
+        seed_demo,
+        purge_idempotency_keys,
+        purge_tokens,
+    ):
         app.cli.add_command(command)

@@ -12,6 +12,11 @@ from typing import Any
 
 LOCK_STRATEGIES = ("redis", "none")
 
+# The forms a PostgreSQL URL comes in, all meaning the installed driver, psycopg2. SQLAlchemy
+# 2.1 reads a bare postgresql:// as psycopg (3), which is not installed, and postgres:// (as
+# many platforms hand it out) as nothing at all.
+POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg2")
+
 
 class ConfigError(ValueError):
     """A setting in the environment cannot be used."""
@@ -70,11 +75,29 @@ def _str(name: str, default: str | None) -> str | None:
     return default if raw is None or raw == "" else raw
 
 
+def normalize_database_url(url: str) -> str:
+    """The URL with the scheme of the installed driver: ``postgresql+psycopg2://``.
+
+    The one place that reads DATABASE_URL's scheme: the app, the migrations and the scripts'
+    service check all go through it.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme.lower() not in POSTGRES_SCHEMES:
+        given = f"scheme {scheme!r}" if separator else "no scheme"
+        # Only the scheme: the rest of a URL may hold a password.
+        raise ConfigError(
+            "DATABASE_URL must be a PostgreSQL URL (postgres://, postgresql:// or "
+            f"postgresql+psycopg2://user@host:port/database), got {given}"
+        )
+    return f"postgresql+psycopg2://{rest}"
+
+
 def from_environment() -> dict[str, Any]:
     """Return the Flask config mapping built from the process environment."""
     return {
-        "DATABASE_URL": _str(
-            "DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/booking_service"
+        "DATABASE_URL": normalize_database_url(
+            _str("DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/booking_service")
+            or ""
         ),
         # One pooled connection per gunicorn thread. SQLAlchemy closes an overflow connection
         # as soon as it is returned, so a pool smaller than the threads opens and closes a
@@ -125,6 +148,11 @@ def from_environment() -> dict[str, Any]:
         # How long a resolved session is cached in Redis (services/sessions.py); logout takes
         # effect at once whatever this is. 0: every request looks its token up in PostgreSQL.
         "SESSION_CACHE_SECONDS": _int("SESSION_CACHE_SECONDS", 300),
+        # flask purge-tokens deletes bearer tokens expired or revoked longer ago than this.
+        "TOKEN_PURGE_GRACE_HOURS": _int("TOKEN_PURGE_GRACE_HOURS", 24),
+        # A device token (login devices) unused this long no longer moves a device's logins off
+        # the per-username limit.
+        "DEVICE_TOKEN_TTL_DAYS": _int("DEVICE_TOKEN_TTL_DAYS", 90, minimum=1),
         "PASSWORD_HASH_METHOD": _str("PASSWORD_HASH_METHOD", "scrypt"),
         "INSTANCE_NAME": _str("INSTANCE_NAME", socket.gethostname()),
         # Off: every metric call is a no-op and /metrics answers 404 (overhead comparisons).

@@ -38,6 +38,10 @@ class ValidationFailed(DomainError):
     status, code, title = 422, "validation_error", "The request is not valid"
 
 
+class UnsupportedMediaType(DomainError):
+    status, code, title = 415, "unsupported_media_type", "The request body must be JSON"
+
+
 class Unauthorized(DomainError):
     status, code, title = 401, "unauthorized", "Authentication required"
 

@@ -214,6 +214,17 @@ def collect_families() -> list[Metric]:
     return list(_registry().collect())
 
 
+# Request methods kept as label values; any other (a client may send any token) is "other".
+STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The method as a label value: a standard one as itself, anything else as ``other``."""
+    # Every label value is a series for the life of the process; invented methods must not
+    # each add one (200 made-up methods grew /metrics by 3,400 lines).
+    return method if method in STANDARD_METHODS else "other"
+
+
 @lru_cache(maxsize=256)
 def endpoint_label(rule: str) -> str:
     """Return the route rule without converters, e.g. ``/api/v1/events/<event_id>``."""
@@ -222,7 +233,12 @@ def endpoint_label(rule: str) -> str:
 
 
 def instrument(app: Flask) -> None:
-    """Count and time every request by endpoint (the route, never the raw path)."""
+    """Count and time every request by method, endpoint and status.
+
+    Every label value is bounded by the code, never by what a client sends: the method is a
+    standard one or ``other``, the endpoint the matched route rule (never the raw path) or
+    ``unmatched``, the status one the app answered with.
+    """
     if not recording:
         return  # no hooks at all: METRICS_ENABLED=false must cost nothing per request
 
@@ -234,10 +250,11 @@ def instrument(app: Flask) -> None:
     def _observe(response: Response) -> Response:
         started = g.pop("request_started", None)
         if started is not None:
+            method = method_label(request.method)
             endpoint = endpoint_label(request.url_rule.rule) if request.url_rule else "unmatched"
             status = str(response.status_code)
-            http_request_duration_seconds.labels(request.method, endpoint, status).observe(
+            http_request_duration_seconds.labels(method, endpoint, status).observe(
                 time.perf_counter() - started
             )
-            http_requests_total.labels(request.method, endpoint, status).inc()
+            http_requests_total.labels(method, endpoint, status).inc()
         return response

@@ -13,6 +13,7 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from booking_service.config import normalize_database_url
 from booking_service.services.seats import TAKE_SEATS
 from booking_service.services.sessions import USER_BY_LIVE_TOKEN
 
@@ -21,9 +22,13 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STORED_FUNCTIONS = (TAKE_SEATS, USER_BY_LIVE_TOKEN)
 
 
+class MigrationRefused(RuntimeError):
+    """A migration found data it cannot carry over; the message says what to change first."""
+
+
 def ensure_database(url: str) -> bool:
     """Create the database named in ``url`` if it does not exist; return True if created."""
-    target = make_url(url)
+    target = make_url(normalize_database_url(url))
     server = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with server.connect() as connection:
@@ -39,6 +44,7 @@ def ensure_database(url: str) -> bool:
 
 
 def alembic_config(url: str) -> AlembicConfig:
+    url = normalize_database_url(url)
     config = AlembicConfig(str(PROJECT_ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))

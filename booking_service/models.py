@@ -21,6 +21,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from booking_service.usernames import MAX_KEY_LENGTH
+
 
 class Base(DeclarativeBase):
     # Fetch server-set columns (updated_at's onupdate) during the flush: services return
@@ -57,12 +59,15 @@ class User(Base):
             "role <> 'organizer' OR organization_name IS NOT NULL",
             name="organizer_has_organization",
         ),
-        # Usernames are unique regardless of case: "Alice" and "alice" are one account.
-        Index("uq_users_username_lower", func.lower(text("username")), unique=True),
+        # One account per normalized name (booking_service.usernames): "Alice", "alice " and
+        # fullwidth "alice" are one.
+        Index("uq_users_username_key", "username_key", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    username: Mapped[str] = mapped_column(String(150), nullable=False)
+    username: Mapped[str] = mapped_column(String(150), nullable=False)  # as shown
+    # usernames.username_key(username): what sign-in looks up and uniqueness is decided on.
+    username_key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH), nullable=False)
     email: Mapped[str] = mapped_column(String(254), nullable=False)
     password_hash: Mapped[str] = mapped_column(String(256), nullable=False)
     role: Mapped[str] = mapped_column(String(16), nullable=False)
@@ -79,6 +84,15 @@ class User(Base):
 
 class ApiToken(Base):
     __tablename__ = "api_tokens"
+    __table_args__ = (
+        # What flask purge-tokens looks for, batch by batch.
+        Index("ix_api_tokens_expires_at", "expires_at"),
+        Index(
+            "ix_api_tokens_revoked_at",
+            "revoked_at",
+            postgresql_where=text("revoked_at IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     user_id: Mapped[int] = mapped_column(
@@ -91,6 +105,29 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     user: Mapped[User] = relationship(lazy="joined")
+
+
+class LoginDevice(Base):
+    """A device that signed in: its token moves its logins off the per-username limit.
+
+    The device-token scheme against lockout (OWASP, "Slow brute force attacks, lockout of a
+    user"): attempts with a live device token of the account are counted per device token,
+    so an attacker without one cannot lock the owner's known devices out.
+    """
+
+    __tablename__ = "login_devices"
+    __table_args__ = (Index("ix_login_devices_last_used_at", "last_used_at"),)  # the purge
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    # SHA-256 of the device token, as for bearer tokens: a database leak leaks no token.
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    created_at: Mapped[datetime] = _created_at()
+    last_used_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
 
 
 class Event(Base):

@@ -1,4 +1,4 @@
-"""Request hygiene: body size, security headers, CORS and the client's address.
+"""Request hygiene: body size, JSON parsing, security headers, CORS and the client's address.
 
 Rate limits have their own module, ``booking_service.ratelimit``.
 """
@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 from typing import Any
 
 from flask import Flask, Response, current_app, request
+from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -32,6 +34,43 @@ def _reject_oversized_body() -> None:
     # JSON (400). Read it now (cached for the view): reaching the limit means it did not fit.
     if request.content_length is None and chunked and len(request.get_data(cache=True)) >= limit:
         raise too_large
+
+
+# --- JSON bodies -------------------------------------------------------------------------
+
+
+def loads_json(data: str | bytes, **kwargs: Any) -> Any:
+    """``json.loads`` for request bodies: whatever it cannot take fails as invalid JSON.
+
+    A small body can still break the parser: arrays nested a thousand deep exhaust the
+    recursion limit (RecursionError), and a number of more than 4,300 digits is over Python's
+    int conversion limit (a bare ValueError). Both become a JSONDecodeError, which every reader
+    of a body (Flask's ``get_json``, webargs, the idempotency fingerprint) already answers as
+    400 ``bad_request``, instead of a 500 with a traceback.
+    """
+    try:
+        return json.loads(data, **kwargs)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise
+    except RecursionError:
+        raise _undecodable(data, "JSON nested too deeply") from None
+    except ValueError as error:  # int conversion limit
+        raise _undecodable(data, str(error)) from None
+
+
+def _undecodable(data: str | bytes, reason: str) -> json.JSONDecodeError:
+    # A non-empty document: webargs reads an empty one as "no body sent".
+    document = data if isinstance(data, str) else data.decode("utf-8", "replace")
+    return json.JSONDecodeError(reason, document or " ", 0)
+
+
+class RequestJSONProvider(DefaultJSONProvider):
+    """Flask's JSON, with request bodies parsed by ``loads_json``; keys keep their order."""
+
+    sort_keys = False
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return loads_json(s, **kwargs)
 
 
 # --- security headers --------------------------------------------------------------------
@@ -111,7 +150,8 @@ def _init_cors(app: Flask) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Install proxy handling, the body limit, CORS and security headers."""
+    """Install proxy handling, the body limit, JSON parsing, CORS and security headers."""
+    app.json = RequestJSONProvider(app)
     if app.config["TRUSTED_PROXIES"]:
         hops = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]

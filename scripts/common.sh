@@ -29,8 +29,13 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 import redis
 
-url = make_url(os.environ.get("DATABASE_URL",
-    "postgresql+psycopg2://postgres@127.0.0.1:5432/booking_service"))
+from booking_service.config import ConfigError, normalize_database_url
+
+try:
+    url = make_url(normalize_database_url(os.environ.get("DATABASE_URL",
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/booking_service")))
+except ConfigError as error:
+    sys.exit(f"booking-service: configuration error: {error}")
 redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 problems = []
 try:

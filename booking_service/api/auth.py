@@ -5,9 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from booking_service.api.common import auth_required, bearer_token, current_user, problems
+from booking_service.api.common import (
+    Blueprint,
+    auth_required,
+    bearer_token,
+    current_user,
+    problems,
+)
 from booking_service.api.limits import limit_sign_in
 from booking_service.api.schemas import (
     CustomerRegistrationSchema,
@@ -54,12 +59,12 @@ class RegisterCustomer(MethodView):
 
 @blp.route("/login")
 class Login(MethodView):
-    @limit_sign_in(blp, setting="RATE_LIMIT_LOGIN", scope="login")
+    @limit_sign_in(blp, setting="RATE_LIMIT_LOGIN", scope="login", devices=True)
     @blp.arguments(LoginSchema)
     @blp.response(200, SignedInSchema)
     @problems(blp, ValidationFailed, InvalidCredentials, DbUnavailable, OutcomeUnknown)
     def post(self, body: dict[str, Any]) -> accounts.SignedIn:
-        """Sign in with username and password; returns a new bearer token"""
+        """Sign in with username and password (and the device token, if any); returns a token"""
         return accounts.login(**body)
 
 

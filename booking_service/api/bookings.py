@@ -6,11 +6,11 @@ from typing import Any
 
 from flask import url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from flask_smorest.pagination import PaginationParameters
 
 from booking_service.api.common import (
     ID,
+    Blueprint,
     auth_required,
     current_admission,
     current_user,
@@ -104,7 +104,15 @@ class BookingDetail(MethodView):
 
     @auth_required(blp, Role.CUSTOMER)
     @blp.response(204)
-    @problems(blp, BookingNotFound, *WRITE_ERRORS)
+    @blp.doc(
+        description=(
+            "An active booking is deleted on the terms of a cancel: before its event starts, "
+            "freeing the seat; after the start it is 422 `event_started` (or `event_ended`) "
+            "and nothing changes. A cancelled booking holds no seat and may be deleted at any "
+            "time."
+        )
+    )
+    @problems(blp, BookingNotFound, EventStarted, EventEnded, *WRITE_ERRORS)
     def delete(self, booking_id: int) -> None:
         """Delete a booking (its customer), freeing the seat if it was active"""
         bookings.delete_booking(customer=current_user(), booking_id=booking_id)

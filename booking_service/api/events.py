@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from flask_smorest.pagination import PaginationParameters
 
 from booking_service.api.common import (
     BEARER,
     ID,
+    Blueprint,
     auth_required,
     bearer_token,
     current_user,

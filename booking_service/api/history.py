@@ -5,10 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from flask_smorest.pagination import PaginationParameters
 
-from booking_service.api.common import ID, auth_required, current_user, page_items, problems
+from booking_service.api.common import (
+    ID,
+    Blueprint,
+    auth_required,
+    current_user,
+    page_items,
+    problems,
+)
 from booking_service.api.schemas import HistoryEntrySchema, HistoryQuerySchema
 from booking_service.errors import HistoryEntryNotFound, ValidationFailed
 from booking_service.models import HistoryEntry

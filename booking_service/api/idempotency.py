@@ -42,7 +42,9 @@ HEADER_PARAMETER = {
         # Printable ASCII, not only blanks.
         "pattern": "^[ -~]*[!-~][ -~]*$",
     },
-    "example": '"8e03978e-40d5-43e8-bc93-6894a57f9324"',
+    # A placeholder, not a key: a concrete example gets copied, and clients sharing a key
+    # would see each other's answers and conflicts. Still a well-formed value.
+    "example": '"<a new UUID per operation>"',
     "description": (
         "Makes retries safe. A unique value per operation (a UUID is a good choice; sent as a "
         "quoted string or bare, printable ASCII, at most 255 characters), scoped to the "

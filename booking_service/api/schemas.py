@@ -8,7 +8,7 @@ from typing import Any
 import marshmallow as ma
 from flask_smorest import Api
 
-from booking_service.api.common import encodable, id_field, text_field
+from booking_service.api.common import encodable, id_field, text_field, username_field
 from booking_service.models import BookingStatus, Event
 from booking_service.services.events import WHEN_FILTERS
 from booking_service.services.history import ACTIONS, ENTITY_TYPES
@@ -52,11 +52,21 @@ class UserSchema(ma.Schema):
 
 
 class CustomerRegistrationSchema(ma.Schema):
-    username = text_field(
-        max_length=150,
-        required=True,
-        blank=False,
-        metadata={"description": "Unique, case-insensitive."},
+    username = username_field(
+        metadata={
+            "description": (
+                "Unique regardless of case and Unicode form: two names are one account when "
+                "they match after Unicode NFKC, case folding (`str.casefold`) and trimming, "
+                "so `Alice`, `alice `, `ALICE` and `alice` in fullwidth letters are one. "
+                "Stored as sent without leading and trailing white space; any spelling that "
+                "normalizes alike signs in. Control characters (Unicode Cc, e.g. a newline), "
+                "invisible formatting characters (Cf, e.g. U+200B zero-width space, U+00AD "
+                "soft hyphen) and line or paragraph separators are refused, as is a name "
+                "longer than 600 characters once normalized. The pattern lists the format "
+                "characters up to U+FFFF; those beyond (e.g. the tag characters U+E0020 to "
+                "U+E007F) are refused as well."
+            )
+        },
     )
     password = ma.fields.String(
         required=True,
@@ -74,10 +84,36 @@ class OrganizerRegistrationSchema(CustomerRegistrationSchema):
     business_address = text_field(max_length=1000, load_default=None, allow_none=True)
 
 
+DEVICE_TOKEN_DESCRIPTION = (
+    "Device token: keep it on this device and send it with every login of this account "
+    "(OWASP's device-token scheme against lockout). A login that presents a live device token "
+    "of the account (used within DEVICE_TOKEN_TTL_DAYS, 90 days by default) is counted against "
+    "RATE_LIMIT_LOGIN per device token instead of per username, so someone guessing the "
+    "password cannot lock this device out; the limit per client address still applies. "
+    "Without one, or with one that is not this account's, the login counts per username, "
+    "so a new device may still wait while the username is under attack."
+)
+
+
 class LoginSchema(ma.Schema):
-    username = text_field(max_length=150, required=True)
+    username = text_field(
+        max_length=150,
+        required=True,
+        metadata={"description": "As registered, in any spelling that normalizes alike."},
+    )
     password = ma.fields.String(
         required=True, load_only=True, validate=[ma.validate.Length(max=128), encodable]
+    )
+    device_token = ma.fields.String(
+        load_default=None,
+        load_only=True,
+        validate=[ma.validate.Length(max=128), encodable],
+        metadata={
+            "description": (
+                "The `device_token` of an earlier sign-in on this device, if it has one. "
+                + DEVICE_TOKEN_DESCRIPTION
+            )
+        },
     )
 
 
@@ -85,6 +121,14 @@ class SignedInSchema(ma.Schema):
     user = ma.fields.Nested(UserSchema)
     token = ma.fields.String(
         metadata={"description": "Bearer token: send as 'Authorization: Bearer <token>'."}
+    )
+    device_token = ma.fields.String(
+        metadata={
+            "description": (
+                "Random and opaque; only its SHA-256 is stored. The one sent with the login if "
+                "it was live, else a new one. " + DEVICE_TOKEN_DESCRIPTION
+            )
+        }
     )
 
 

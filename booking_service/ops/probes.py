@@ -6,11 +6,10 @@ import logging
 
 from flask import Response, abort, current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import text
 
 from booking_service import metrics
-from booking_service.api.common import bearer_token, problems, token_equals
+from booking_service.api.common import Blueprint, bearer_token, problems, token_equals
 from booking_service.errors import Unauthorized, problem_response
 from booking_service.extensions import db, redis_client
 from booking_service.ops import lock_table

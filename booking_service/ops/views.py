@@ -9,9 +9,8 @@ import marshmallow as ma
 from flask import Blueprint as FlaskBlueprint
 from flask import Response, send_file
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from booking_service.api.common import ops_access_required, problems
+from booking_service.api.common import Blueprint, ops_access_required, problems
 from booking_service.api.schemas import timestamp
 from booking_service.errors import DbUnavailable, LockUnavailable, ValidationFailed
 from booking_service.ops.dashboard import DashboardStats, dashboard_stats

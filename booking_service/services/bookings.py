@@ -196,9 +196,14 @@ def reactivate_booking(*, customer: User, booking_id: int) -> Booking:
 
 
 def delete_booking(*, customer: User, booking_id: int) -> None:
-    """Delete the booking, freeing its seat if it was active."""
+    """Delete the booking, freeing its seat if it was active.
+
+    An active booking follows the cancel rule: not once its event has started. A cancelled
+    one holds no seat, so it may be deleted at any time.
+    """
     with _own_booking_locked(customer, booking_id) as (session, booking, event):
         if booking.status == ACTIVE:
+            _refuse_unless_open(event, datetime.now(UTC))
             event.booked_count -= 1
         _record(session, customer, "delete", booking)
         session.delete(booking)

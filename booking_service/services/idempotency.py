@@ -25,6 +25,7 @@ from booking_service.errors import (
     InvalidIdempotencyKey,
 )
 from booking_service.extensions import db
+from booking_service.security import loads_json
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +124,12 @@ def fingerprint(*, method: str, path: str, body: bytes) -> str:
     re-serialises the same document on retry is not told it sent a different request.
     """
     try:
-        document = json.loads(body) if body.strip() else None
-    except ValueError:
-        canonical = body  # not JSON: only the exact same bytes are the same request
-    else:
+        document = loads_json(body) if body.strip() else None
         canonical = json.dumps(
             document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode()
+    except (ValueError, RecursionError):  # RecursionError: too deep to serialise again
+        canonical = body  # not JSON: only the exact same bytes are the same request
     digest = hashlib.sha256()
     digest.update(f"{method.upper()} {path}\n".encode())
     digest.update(canonical)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+import time
 from typing import Any
 
 import pytest
@@ -74,7 +76,7 @@ def test_register_organizer_returns_user_with_organizer_fields_and_token(client:
 
     assert response.status_code == 201
     body = response.get_json()
-    assert set(body) == {"user", "token"}
+    assert set(body) == {"user", "token", "device_token"}
     user = body["user"]
     assert set(user) == USER_FIELDS
     assert user["username"] == "olga"
@@ -86,6 +88,8 @@ def test_register_organizer_returns_user_with_organizer_fields_and_token(client:
     assert user["business_address"] == "1 Hall Road"
     assert isinstance(user["id"], int)
     assert isinstance(body["token"], str) and len(body["token"]) >= 32
+    assert isinstance(body["device_token"], str) and len(body["device_token"]) >= 32
+    assert body["device_token"] != body["token"]
 
 
 def test_register_customer_returns_customer_role_without_organizer_fields(client: FlaskClient):
@@ -310,6 +314,102 @@ def test_username_is_unique_across_roles(client: FlaskClient):
     assert f.count_rows("users") == 1
 
 
+# --- usernames: one normalization (NFKC, case folded, trimmed) --------------------------
+
+
+@pytest.mark.parametrize(
+    "username",
+    [
+        "İzmir",
+        "ΟΔΥΣΣΕΑΣ",
+        "Straße",
+        "ǅemal",
+        "\uff21\uff2c\uff29\uff23\uff25",
+        "Zoë",
+        "e\u0301cole",
+    ],
+)
+def test_a_username_signs_in_with_exactly_what_was_registered(client: FlaskClient, username: str):
+    registered = client.post(REGISTER_CUSTOMER, json=customer_body(username=username))
+    assert registered.status_code == 201, registered.get_json()
+
+    response = client.post(LOGIN, json={"username": username, "password": PASSWORD})
+
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["user"]["id"] == registered.get_json()["user"]["id"]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("ΟΔΥΣΣΕΑΣ", "οδυσσεας"),  # final sigma
+        ("alice", "alice "),
+        ("alice", " Alice"),
+        ("alice", "\uff41\uff4c\uff49\uff43\uff45"),  # fullwidth
+        ("Straße", "STRASSE"),
+        ("école", "e\u0301cole"),  # composed and decomposed é
+        ("ﬁnn", "finn"),  # ligature
+    ],
+)
+def test_usernames_that_normalize_alike_are_one_account(
+    client: FlaskClient, first: str, second: str
+):
+    assert client.post(REGISTER_CUSTOMER, json=customer_body(username=first)).status_code == 201
+
+    taken = client.post(REGISTER_CUSTOMER, json=customer_body(username=second))
+    signed_in = client.post(LOGIN, json={"username": second, "password": PASSWORD})
+
+    assert taken.status_code == 409, taken.get_json()
+    assert taken.get_json()["code"] == "username_taken"
+    assert f.count_rows("users") == 1
+    assert signed_in.status_code == 200, signed_in.get_json()
+
+
+@pytest.mark.parametrize(
+    "username",
+    [
+        "alice\u200b",  # zero-width space
+        "al\u200dice",  # zero-width joiner
+        "\ufeffalice",  # byte order mark
+        "ali\u2060ce",  # word joiner
+        "ali\u00adce",  # soft hyphen
+        "ali\u202ece",  # right-to-left override
+        "ali\nce",
+        "alice\n",
+        "\talice",
+        "ali\x7fce",
+        "ali\u2028ce",  # line separator
+    ],
+)
+def test_control_and_invisible_characters_in_a_username_are_refused(
+    client: FlaskClient, username: str
+):
+    response = client.post(REGISTER_CUSTOMER, json=customer_body(username=username))
+
+    problem = assert_validation_error(response, "username")
+    assert set(problem["errors"]) == {"username"}
+    assert_nothing_registered()
+
+
+def test_the_username_is_kept_as_given_but_trimmed(client: FlaskClient):
+    response = client.post(REGISTER_CUSTOMER, json=customer_body(username="  Zoë Smith "))
+
+    assert response.status_code == 201
+    assert response.get_json()["user"]["username"] == "Zoë Smith"
+    for variant in ("zoë smith", "ZOË SMITH", " zoe\u0308 smith"):
+        login = client.post(LOGIN, json={"username": variant, "password": PASSWORD})
+        assert login.status_code == 200, (variant, login.get_json())
+        assert login.get_json()["user"]["username"] == "Zoë Smith"
+
+
+def test_a_username_whose_normal_form_is_too_long_is_refused(client: FlaskClient):
+    # U+FDFA is one character that NFKC spells as 18: the key column and its index are bounded.
+    response = client.post(REGISTER_CUSTOMER, json=customer_body(username="\ufdfa" * 150))
+
+    assert_validation_error(response, "username")
+    assert_nothing_registered()
+
+
 # --- login ------------------------------------------------------------------------------
 
 
@@ -515,3 +615,29 @@ def test_bearer_scheme_is_case_insensitive(client: FlaskClient):
     response = client.get(ME, headers={"Authorization": f"bearer {token}"})
 
     assert response.status_code == 200
+
+
+def test_an_unknown_username_costs_as_much_as_a_wrong_password(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+):
+    # A measurably slow method, so that the hash dominates each login's time; the dummy check
+    # for an unknown username must pay the configured method, not a cheap one.
+    from booking_service.services import accounts
+
+    monkeypatch.setattr(accounts.settings, "password_hash_method", "pbkdf2:sha256:200000")
+    username = f.customer(client)["user"]["username"]
+
+    def seconds(name: str) -> float:
+        started = time.perf_counter()
+        response = client.post(LOGIN, json={"username": name, "password": "wrong-password"})
+        elapsed = time.perf_counter() - started
+        assert response.status_code == 401
+        return elapsed
+
+    seconds("ghost")  # the dummy hash for this method may be built on first use
+    known, unknown = [], []
+    for _ in range(7):  # interleaved, so that a noisy spell hits both sides alike
+        known.append(seconds(username))
+        unknown.append(seconds("ghost"))
+
+    assert statistics.median(unknown) >= 0.5 * statistics.median(known), (known, unknown)

@@ -802,6 +802,50 @@ def test_seat_freed_by_delete_can_be_booked_by_someone_else(
     assert f.booked_count(event["id"]) == 1
 
 
+@pytest.mark.parametrize(
+    ("start", "end", "code"),
+    [(-1, 1, "event_started"), (-3, -1, "event_ended")],
+    ids=["started", "ended"],
+)
+def test_an_active_booking_cannot_be_deleted_once_its_event_started(
+    client: FlaskClient,
+    cust: dict[str, Any],
+    event: dict[str, Any],
+    start: float,
+    end: float,
+    code: str,
+):
+    # The cancel rule, applied to delete: otherwise delete frees the seat cancel refuses to.
+    booking = booked(client, cust["token"], event["id"])
+    f.set_event_times(event["id"], start=in_hours(start), end=in_hours(end))
+    before = snapshot(event["id"])
+
+    cancelled = cancel(client, cust["token"], booking["id"])
+    deleted = client.delete(f"{BOOKINGS}/{booking['id']}", headers=auth(cust["token"]))
+
+    assert_problem(cancelled, 422, code)
+    assert_problem(deleted, 422, code)
+    assert snapshot(event["id"]) == before
+    assert f.booking_status(booking["id"]) == "active"
+    assert f.count_rows("history_entries", action="delete") == 0
+
+
+def test_a_cancelled_booking_can_be_deleted_after_its_event_started(
+    client: FlaskClient, cust: dict[str, Any], other_cust: dict[str, Any], event: dict[str, Any]
+):
+    # It holds no seat, so deleting it changes nothing a started event depends on.
+    booked(client, other_cust["token"], event["id"])
+    booking = booked(client, cust["token"], event["id"])
+    cancel(client, cust["token"], booking["id"])
+    start_now(event["id"])
+
+    response = client.delete(f"{BOOKINGS}/{booking['id']}", headers=auth(cust["token"]))
+
+    assert response.status_code == 204
+    assert f.booking_status(booking["id"]) is None
+    assert f.booked_count(event["id"]) == 1
+
+
 def test_capacity_raised_on_full_event_opens_seats(
     client: FlaskClient, org: dict[str, Any], cust: dict[str, Any], other_cust: dict[str, Any]
 ):

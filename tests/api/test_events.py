@@ -213,6 +213,8 @@ def test_create_reports_every_missing_field(client: FlaskClient, org: dict[str, 
         ("end_time", 1234567890),
         ("title", 42),
         ("title", "   "),
+        ("title", "\u200b"),  # a lone zero-width space: nothing visible
+        ("title", " \u2060\u00ad\ufeff\u200d "),  # only invisible formatting and spaces
         ("title", "x" * 201),
         ("description", "nul\x00byte"),
     ],

@@ -7,6 +7,7 @@ While the first request runs: 409. Keys are per user and expire; 5xx answers are
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -487,6 +488,20 @@ def test_the_header_is_documented_in_the_openapi(client: FlaskClient, path: str)
     assert "idempotency_in_progress" in responses["409"]["description"]
     # The view's own codes are still listed beside ours.
     assert "event_full" in responses["409"]["description"]
+
+
+def test_the_documented_example_key_is_a_placeholder_not_a_key(client: FlaskClient) -> None:
+    # A concrete example gets copied, and clients that share a key see each other's
+    # conflicts (422 idempotency_key_mismatch) or replays.
+    operation = client.get("/api/openapi.json").get_json()["paths"]["/api/v1/bookings"]["post"]
+    [header] = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
+    example = header["example"]
+
+    assert re.fullmatch(header["schema"]["pattern"], example)
+    assert len(example) <= header["schema"]["maxLength"]
+    assert idempotency.parse_key(example)  # a well-formed value, as documented
+    assert "<" in example and ">" in example  # reads as "put yours here"
+    assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", example)
 
 
 def test_purging_removes_only_expired_records(client: FlaskClient, setup: dict[str, Any]) -> None:

@@ -14,8 +14,10 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from booking_service import config as config_module
+from booking_service.services import sessions
 from tests import factories as f
 from tests.factories import API, PASSWORD, auth
 
@@ -83,6 +85,17 @@ def test_login_is_limited_per_username_whatever_the_address(
     assert login(client, "bob", address="10.0.1.99").status_code == 401
 
 
+def test_the_per_username_count_uses_the_username_normalization(
+    client: FlaskClient, limits: Any
+) -> None:
+    # The same normalization as the accounts: one account, one count, however it is spelt.
+    limits("RATE_LIMIT_LOGIN", "2/minute")
+    assert login(client, "Alice", address="10.0.9.1").status_code == 401
+    assert login(client, "\uff41\uff4c\uff49\uff43\uff45", address="10.0.9.2").status_code == 401
+
+    assert_rate_limited(login(client, "ALİCE".replace("İ", "I"), address="10.0.9.3"))
+
+
 def test_a_limited_login_issues_no_token_even_with_the_right_password(
     client: FlaskClient, limits: Any
 ) -> None:
@@ -95,6 +108,135 @@ def test_a_limited_login_issues_no_token_even_with_the_right_password(
 
     assert_rate_limited(login(client, username, address="10.0.2.3", password=PASSWORD))
     assert f.count_rows("api_tokens") == tokens
+
+
+# --- device tokens: the owner's known devices are not locked out --------------------------
+
+
+@pytest.fixture
+def behind_proxy(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app as behind one proxy (TRUSTED_PROXIES=1): X-Forwarded-For names the client."""
+    monkeypatch.setitem(app.config, "TRUSTED_PROXIES", 1)
+    monkeypatch.setattr(app, "wsgi_app", ProxyFix(app.wsgi_app, x_for=1, x_proto=1))
+
+
+def login_via_proxy(
+    client: FlaskClient,
+    username: str,
+    *,
+    client_address: str,
+    password: str = "wrong",
+    device_token: str | None = None,
+) -> Any:
+    body = {"username": username, "password": password}
+    if device_token is not None:
+        body["device_token"] = device_token
+    return client.post(
+        LOGIN,
+        json=body,
+        headers={"X-Forwarded-For": client_address},
+        environ_base={"REMOTE_ADDR": "10.9.9.9"},  # the proxy
+    )
+
+
+def test_an_attack_on_a_username_does_not_lock_the_owners_known_device_out(
+    client: FlaskClient, limits: Any, behind_proxy: None, redis_conn: redis.Redis
+) -> None:
+    username = f.customer(client)["user"]["username"]
+    limits("RATE_LIMIT_LOGIN", "10/minute")
+    earlier = login_via_proxy(client, username, client_address="198.51.100.7", password=PASSWORD)
+    device_token = earlier.get_json()["device_token"]
+    redis_conn.flushdb()  # that login was in an earlier window
+    for n in range(10):  # the attack: wrong passwords from many addresses, no device token
+        assert login_via_proxy(client, username, client_address=f"203.0.113.{n}").status_code == 401
+
+    with_device = login_via_proxy(
+        client, username, client_address="192.0.2.10", password=PASSWORD, device_token=device_token
+    )
+    without_device = login_via_proxy(
+        client, username, client_address="192.0.2.11", password=PASSWORD
+    )
+
+    assert with_device.status_code == 200, with_device.get_json()
+    assert with_device.get_json()["device_token"] == device_token  # the device keeps its token
+    assert_rate_limited(without_device)  # a new device still waits while the attack goes on
+
+
+def test_wrong_passwords_with_a_device_token_are_limited_per_device(
+    client: FlaskClient, limits: Any, behind_proxy: None
+) -> None:
+    signed_up = f.customer(client)
+    username, device_token = signed_up["user"]["username"], signed_up["device_token"]
+    limits("RATE_LIMIT_LOGIN", "3/minute")
+    for n in range(3):
+        response = login_via_proxy(
+            client, username, client_address=f"203.0.113.{n}", device_token=device_token
+        )
+        assert response.status_code == 401
+
+    assert_rate_limited(
+        login_via_proxy(
+            client,
+            username,
+            client_address="203.0.113.50",
+            password=PASSWORD,
+            device_token=device_token,
+        )
+    )
+    # Those attempts were counted per device, not per username.
+    assert login_via_proxy(client, username, client_address="203.0.113.51").status_code == 401
+
+
+@pytest.mark.parametrize("whose", ["made-up", "another-account", "malformed"])
+def test_a_device_token_that_is_not_the_accounts_counts_as_none(
+    client: FlaskClient, limits: Any, behind_proxy: None, whose: str
+) -> None:
+    username = f.customer(client)["user"]["username"]
+    device_token: Any = {
+        "made-up": "not-a-device-token",
+        "another-account": f.customer(client)["device_token"],  # the attacker's own account
+        "malformed": ["x"],
+    }[whose]
+    limits("RATE_LIMIT_LOGIN", "3/minute")
+    for n in range(3):
+        response = login_via_proxy(
+            client, username, client_address=f"203.0.113.{n}", device_token=device_token
+        )
+        assert response.status_code in (401, 422)
+
+    assert_rate_limited(
+        login_via_proxy(
+            client, username, client_address="203.0.113.9", password=PASSWORD, device_token="x"
+        )
+    )
+
+
+def test_device_tokens_are_issued_at_sign_up_and_sign_in_and_stored_hashed(
+    client: FlaskClient,
+) -> None:
+    signed_up = f.customer(client)
+    username = signed_up["user"]["username"]
+    new_device = client.post(LOGIN, json={"username": username, "password": PASSWORD})
+    known_device = client.post(
+        LOGIN,
+        json={
+            "username": username,
+            "password": PASSWORD,
+            "device_token": signed_up["device_token"],
+        },
+    )
+
+    tokens = {
+        signed_up["device_token"],
+        new_device.get_json()["device_token"],
+        known_device.get_json()["device_token"],
+    }
+    assert len(tokens) == 2  # a known device keeps its token; a new one gets its own
+    assert known_device.get_json()["device_token"] == signed_up["device_token"]
+    assert f.count_rows("login_devices", user_id=signed_up["user"]["id"]) == 2
+    for token in tokens:
+        assert f.count_rows("login_devices", token_hash=token) == 0
+        assert f.count_rows("login_devices", token_hash=sessions.hash_token(token)) == 1
 
 
 def test_forwarded_for_is_ignored_without_trusted_proxies(client: FlaskClient, limits: Any) -> None:

@@ -383,7 +383,8 @@ def test_database_errors_carry_no_bound_values(client: FlaskClient) -> None:
     with pytest.raises(IntegrityError) as caught, db.engine.begin() as connection:  # type: ignore[union-attr]
         connection.execute(
             User.__table__.insert().values(
-                username=user["username"].upper(),  # clashes with the case-insensitive index
+                username=user["username"].upper(),
+                username_key=user["username"],  # clashes with the unique username key
                 email="dup@example.com",
                 password_hash="pbkdf2:secret-hash-value",
                 role="customer",

@@ -11,6 +11,8 @@ before they are sent (negative cases are left alone):
 - an event's ``start_time`` must be in the future and its ``end_time`` after it (documented in
   the field descriptions). Generated times that already obey this are kept as generated;
 - in the history query, ``until`` must not be before ``since`` (the two are swapped);
+- a new username must not hold invisible formatting characters beyond U+FFFF (the pattern
+  cannot list them; the field description says so): they are dropped;
 - an ``Idempotency-Key`` is single-use per request body. Generated keys repeat across
   examples, and a key reused with another body is rightly 422; each example therefore starts
   with no remembered keys, like a client that never reuses one.
@@ -18,6 +20,7 @@ before they are sent (negative cases are left alone):
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -126,6 +129,17 @@ def _obey_history_range_rule(case: Any) -> None:
         query["since"], query["until"] = query["until"], query["since"]
 
 
+def _obey_username_rule(case: Any) -> None:
+    """Drop format characters beyond U+FFFF from a positive registration's username."""
+    body = case.body
+    if not isinstance(body, dict) or case.meta.is_negative_at(ParameterLocation.BODY):
+        return
+    username = body.get("username")
+    if isinstance(username, str):
+        kept = "".join(c for c in username if ord(c) <= 0xFFFF or unicodedata.category(c) != "Cf")
+        body["username"] = kept if kept.strip() else "fuzz-user"
+
+
 def _forget_idempotency_keys() -> None:
     with db.transaction() as session:
         session.execute(text("DELETE FROM idempotency_keys"))
@@ -136,6 +150,8 @@ def _call(case: Any, token: str, role: str) -> None:
         _obey_event_time_rules(case)
     elif case.operation.path == "/api/v1/history":
         _obey_history_range_rule(case)
+    elif case.operation.path.startswith("/api/v1/auth/register/"):
+        _obey_username_rule(case)
     _forget_idempotency_keys()
     SENT[(role, case.operation.label, case.meta.generation.mode.value)] += 1
     if case.meta.is_negative_at(ParameterLocation.HEADER):

@@ -6,8 +6,10 @@ between a scrape before and a scrape after a known action.
 
 from __future__ import annotations
 
+import random
 import re
 import shutil
+import string
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -362,6 +364,34 @@ def test_http_metrics_carry_the_route_and_the_status(
     assert delta(before, after, "http_requests_total", **unmatched) == 1
     for (name, labels), _ in after.samples.items():
         assert not RAW_ID.search(dict(labels).get("endpoint", "")), (name, labels)
+
+
+def test_invented_methods_and_paths_add_a_bounded_number_of_series(
+    instance: AppInstance,
+) -> None:
+    # Every label value is a series kept for the process's lifetime: none may come from what a
+    # client can make up (methods, paths), or a client grows /metrics without bound.
+    def series(result: Scrape) -> int:
+        return sum(1 for name, _ in result.samples if name == "http_requests_total")
+
+    before = scrape(instance)
+    randomly = random.Random(12)
+    with requests.Session() as session:
+        for _ in range(60):
+            invented = "".join(randomly.choices(string.ascii_uppercase, k=10))
+            path = "".join(randomly.choices(string.ascii_lowercase, k=12))
+            assert session.request(invented, f"{instance.base_url}/livez", timeout=10).status_code
+            assert session.get(f"{instance.base_url}/{path}", timeout=10).status_code == 404
+    after = scrape(instance)
+
+    # At most: the invented methods on /livez (one shared method value, 405 unmatched) and the
+    # unknown paths (GET unmatched 404), each maybe seen for the first time here.
+    assert series(after) - series(before) <= 2, sorted(
+        dict(labels)["method"] for name, labels in after.samples if name == "http_requests_total"
+    )
+    assert (
+        after.value("http_requests_total", method="other", endpoint="unmatched", status="405") >= 60
+    )
 
 
 def test_capacity_and_readiness_gauges_are_read_at_scrape_time(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from booking_service import config, errors
+from booking_service import config, errors, usernames
 from booking_service.models import Event
 from booking_service.services.events import schedule_errors
 
@@ -247,6 +249,7 @@ def test_statement_timeout_just_under_the_lease_is_valid(clean_env: pytest.Monke
 
 EXPECTED = [
     (errors.ValidationFailed, 422, "validation_error"),
+    (errors.UnsupportedMediaType, 415, "unsupported_media_type"),
     (errors.Unauthorized, 401, "unauthorized"),
     (errors.InvalidCredentials, 401, "invalid_credentials"),
     (errors.Forbidden, 403, "forbidden"),
@@ -305,3 +308,109 @@ def test_webargs_messages_are_flattened_to_fields():
     )
 
     assert flat == {"title": ["Missing."], "page": ["Bad."]}
+
+
+# --- text rules: usernames and not-blank ------------------------------------------------
+
+BMP = [chr(code) for code in range(0x10000) if not 0xD800 <= code <= 0xDFFF]
+
+
+def test_the_listed_format_characters_are_unicodes_up_to_ffff():
+    from booking_service.api.common import FORMAT_RANGES
+
+    listed = {code for first, last in FORMAT_RANGES for code in range(first, last + 1)}
+    # On a Python with a newer Unicode, update FORMAT_RANGES to this set.
+    assert listed == {ord(c) for c in BMP if unicodedata.category(c) == "Cf"}
+
+
+def test_the_username_pattern_and_the_username_rule_agree():
+    from booking_service.api.common import USERNAME_PATTERN
+
+    disagree = [
+        f"U+{ord(c):04X}"
+        for c in BMP
+        if (re.search(USERNAME_PATTERN, f"a{c}b") is not None)
+        != (usernames.refusal(f"a{c}b") is None)
+    ]
+    assert disagree == []
+    # Beyond U+FFFF the rule refuses the format characters the pattern cannot list.
+    assert usernames.refusal("a\U000e0041b") is not None
+    assert usernames.refusal("a\U0001d518b") is None
+
+
+def test_the_not_blank_pattern_and_the_not_blank_rule_agree():
+    import marshmallow as ma
+
+    from booking_service.api.common import NOT_BLANK_PATTERN, not_blank
+
+    def enforced(value: str) -> bool:
+        try:
+            return not_blank(value)
+        except ma.ValidationError:
+            return False
+
+    for c in BMP:
+        if c == "\x00":
+            continue
+        for value in (c, f" {c}\u200b"):
+            assert (re.search(NOT_BLANK_PATTERN, value) is not None) == enforced(value), value
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("Alice", "alice"),
+        ("  alice ", "alice"),
+        ("\uff41\uff4c\uff49\uff43\uff45", "alice"),  # fullwidth
+        ("ΟΔΥΣΣΕΑΣ", "οδυσσεασ"),
+        ("οδυσσεας", "οδυσσεασ"),
+        ("Straße", "strasse"),
+        ("İzmir", "i\u0307zmir"),
+        ("e\u0301cole", "\u00e9cole"),
+        ("\ufb01nn", "finn"),
+    ],
+)
+def test_username_key_is_nfkc_case_folded_and_trimmed(name: str, key: str):
+    assert usernames.username_key(name) == key
+    assert usernames.username_key(key) == key  # a fixed point
+
+
+def test_username_key_is_a_fixed_point_for_every_character():
+    moved = [
+        f"U+{ord(c):04X}"
+        for c in BMP
+        if usernames.username_key(usernames.username_key(c)) != usernames.username_key(c)
+    ]
+    assert moved == []
+
+
+# --- the database URL -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("postgres://u:pw@db:5432/app", "postgresql+psycopg2://u:pw@db:5432/app"),
+        ("postgresql://u:pw@db:5432/app", "postgresql+psycopg2://u:pw@db:5432/app"),
+        ("postgresql+psycopg2://u@db/app", "postgresql+psycopg2://u@db/app"),
+        ("POSTGRES://u@db/app?sslmode=require", "postgresql+psycopg2://u@db/app?sslmode=require"),
+    ],
+)
+def test_the_usual_forms_of_database_url_mean_psycopg2(
+    clean_env: pytest.MonkeyPatch, given: str, used: str
+):
+    clean_env.setenv("DATABASE_URL", given)
+
+    assert config.from_environment()["DATABASE_URL"] == used
+    assert config.normalize_database_url(given) == used
+
+
+@pytest.mark.parametrize("url", ["mysql://u:secret@db/app", "db.example.com/app", "sqlite://"])
+def test_a_database_url_that_is_not_postgresql_is_a_config_error(
+    clean_env: pytest.MonkeyPatch, url: str
+):
+    clean_env.setenv("DATABASE_URL", url)
+
+    with pytest.raises(config.ConfigError, match="DATABASE_URL") as raised:
+        config.from_environment()
+    assert "secret" not in str(raised.value)

@@ -21,7 +21,7 @@ import pytest
 from flask import Flask
 
 from booking_service.api.common import VIEW_STAGES, documented_problems, stage_of
-from booking_service.errors import DomainError, ValidationFailed
+from booking_service.errors import DomainError, UnsupportedMediaType, ValidationFailed
 
 PACKAGE = "booking_service"
 
@@ -198,11 +198,20 @@ class _Scope:
         return tuple(t for t in resolved if isinstance(t, type) and issubclass(t, BaseException))
 
 
+def reads_json_body(layer: Callable[..., Any]) -> bool:
+    """Whether this ``blp.arguments`` layer parses the JSON body (as flask-smorest notes it)."""
+    parameters = getattr(layer, "_apidoc", {}).get("arguments", {}).get("parameters", [])
+    return any(parameter.get("in") == "json" for parameter in parameters)
+
+
 def can_raise(view: Callable[..., Any], raises: Raises) -> set[type[DomainError]]:
     found: set[type[DomainError]] = set()
     for layer in layers(view):
         if stage(layer) == "arguments":
             found.add(ValidationFailed)  # an invalid body or query is a 422 validation_error
+            if reads_json_body(layer):
+                # Raised by the body parser (api.common), which webargs calls.
+                found.add(UnsupportedMediaType)  # a body that is not JSON
         if isinstance(layer, types.FunctionType) and _is_own_code(layer):
             found |= raises.of(layer)
     return found
