@@ -22,8 +22,9 @@ except ConfigError as error:
 
 # Loopback unless BIND says otherwise: a client trickling a body holds a thread for as long as
 # it likes, so an instance reachable from outside needs a buffering proxy in front (nginx,
-# deploy/nginx.conf). The image and compose set BIND=0.0.0.0:8000 behind theirs.
-bind = os.environ.get("BIND", "127.0.0.1:8000")
+# deploy/nginx.conf). The image and compose set BIND=0.0.0.0:8000 behind theirs. PORT alone
+# moves the loopback port.
+bind = os.environ.get("BIND") or f"127.0.0.1:{os.environ.get('PORT') or 8000}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))

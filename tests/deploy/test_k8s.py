@@ -88,11 +88,16 @@ class Rendered:
         return values
 
     def pod_templates(self) -> list[tuple[str, dict[str, Any]]]:
-        return [
+        templates = [
             (f"{obj['kind']}/{obj['metadata']['name']}", obj["spec"]["template"])
             for obj in self.objects
             if obj["kind"] in POD_TEMPLATE_KINDS
         ]
+        templates += [
+            (f"CronJob/{obj['metadata']['name']}", obj["spec"]["jobTemplate"]["spec"]["template"])
+            for obj in self.all("CronJob")
+        ]
+        return templates
 
     def container(self, kind: str, name: str, container: str) -> dict[str, Any]:
         containers = self.one(kind, name)["spec"]["template"]["spec"]["containers"]
@@ -275,7 +280,7 @@ def test_every_container_has_requests_and_limits(rendered: Rendered) -> None:
                         f"{where} container {container['name']}: no {part}.{resource}"
                     )
             checked += 1
-    assert checked >= 3  # app, migration, PgBouncer
+    assert checked >= 4  # app, migration, PgBouncer, purge
 
 
 def test_app_runs_as_the_image_user_on_a_read_only_root(rendered: Rendered) -> None:
@@ -418,3 +423,12 @@ def test_overlay_replaces_every_placeholder_secret() -> None:
     placeholders = {key for key, value in base.items() if "CHANGE-ME" in value}
     assert placeholders >= {"DATABASE_URL", "DATABASE_URL_DIRECT", "METRICS_TOKEN", "OPS_TOKEN"}
     assert not [key for key, value in overlay.items() if "CHANGE-ME" in value]
+
+
+def test_purge_runs_both_commands_on_a_schedule_through_pgbouncer(rendered: Rendered) -> None:
+    cron = rendered.one("CronJob", "booking-service-purge")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    [container] = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    command = " ".join(container["command"])
+    assert "purge-tokens" in command and "purge-idempotency-keys" in command
+    assert rendered.env(container)["DATABASE_URL"] == rendered.app_env()["DATABASE_URL"]

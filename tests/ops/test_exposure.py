@@ -21,7 +21,7 @@ import requests
 from flask import Flask
 
 from tests.support.instances import instance_env
-from tests.support.servers import PROJECT_ROOT, wait_until
+from tests.support.servers import PROJECT_ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -82,35 +82,36 @@ def _other_local_address() -> str | None:
 
 
 @pytest.fixture
-def instance_without_bind(app: Flask) -> Iterator[subprocess.Popen[bytes]]:
-    if _port_taken(DEFAULT_PORT):
-        pytest.skip(f"port {DEFAULT_PORT} is in use on this machine")
+def instance_without_bind(app: Flask) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    # Only the port is chosen (PORT, free): the address is the default under test.
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
         cwd=PROJECT_ROOT,
-        env=environment_without_bind(),
+        env={**environment_without_bind(), "PORT": str(port)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_until(lambda: _port_taken(DEFAULT_PORT), timeout=30, what="gunicorn on :8000")
-        yield process
+        wait_until(lambda: _port_taken(port), timeout=30, what=f"gunicorn on :{port}")
+        yield process, port
     finally:
         process.terminate()
         process.wait(timeout=15)
 
 
 def test_an_instance_started_without_bind_listens_on_loopback_only(
-    instance_without_bind: subprocess.Popen[bytes],
+    instance_without_bind: tuple[subprocess.Popen[bytes], int],
 ) -> None:
+    process, port = instance_without_bind
     # 0100007F:1F40 is 127.0.0.1:8000 as /proc/net/tcp writes it; 0.0.0.0 would be 00000000.
-    assert _listening_addresses(instance_without_bind.pid) == {f"0100007F:{DEFAULT_PORT:04X}"}
-    live = requests.get(f"http://127.0.0.1:{DEFAULT_PORT}/livez", timeout=10)
+    assert _listening_addresses(process.pid) == {f"0100007F:{port:04X}"}
+    live = requests.get(f"http://127.0.0.1:{port}/livez", timeout=10)
     assert live.status_code == 200
     other = _other_local_address()
     if other is not None:
         with pytest.raises(ConnectionRefusedError):
-            socket.create_connection((other, DEFAULT_PORT), timeout=5).close()
+            socket.create_connection((other, port), timeout=5).close()
 
 
 # --- nginx in front ------------------------------------------------------------------------
