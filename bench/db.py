@@ -28,8 +28,12 @@ EVENT_START = "now() + interval '30 days'"
 
 
 def token_for(customer: int) -> str:
-    """The raw bearer token of customer number ``customer``; wrk's Lua builds the same."""
-    return f"{TOKEN_PREFIX}{customer}"
+    """The raw bearer token of customer number ``customer``; wrk's Lua builds the same.
+
+    Shaped like the service's own tokens, ``<user id>.<secret>``: the user id up front lets a
+    booking count its rate limit in the round trip of its session lookup.
+    """
+    return f"{CUSTOMER_ID_OFFSET + customer}.{TOKEN_PREFIX}{customer}"
 
 
 def connect(url: str) -> Engine:
@@ -78,7 +82,8 @@ def seed_accounts(engine: Engine, customers: int) -> None:
                 """
                 INSERT INTO api_tokens (user_id, token_hash, expires_at)
                 SELECT :offset + k,
-                       encode(sha256(convert_to(:prefix || k, 'UTF8')), 'hex'),
+                       encode(sha256(convert_to((:offset + k) || '.' || :prefix || k, 'UTF8')),
+                              'hex'),
                        now() + interval '7 days'
                   FROM generate_series(1, :customers) AS k
                 """

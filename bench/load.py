@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from bench.db import CUSTOMER_ID_OFFSET
 from booking_service.services.seats import TAKE_SEATS
 
 LUA_DIR = Path(__file__).resolve().parent / "lua"
@@ -112,6 +113,7 @@ def run_wrk(
         "BENCH_LUA_DIR": str(LUA_DIR),
         "BENCH_PORTS": ",".join(str(port) for port in ports),
         "BENCH_THREADS": str(threads),
+        "BENCH_CUSTOMER_ID_OFFSET": str(CUSTOMER_ID_OFFSET),
         **{f"BENCH_{key.upper()}": str(value) for key, value in (env or {}).items()},
     }
     process = subprocess.Popen(
@@ -182,19 +184,23 @@ def _parse_wrk(stdout: str, stopped_early: bool) -> LoadResult:
 # --- pgbench ---------------------------------------------------------------------------------
 
 
-def pgbench_script() -> str:
+def pgbench_script(*, as_stored_function: bool = True) -> str:
     """The service's booking transaction as pgbench runs it: TAKE_SEATS, on its own.
 
-    The service prepares the statement once per connection and runs it outside an explicit
-    transaction (autocommit: the statement is the transaction); pgbench does the same with
-    ``--protocol=prepared`` and no BEGIN/COMMIT around it. The
+    The service calls the stored function outside an explicit transaction (autocommit: the
+    statement is the transaction); pgbench does the same with no BEGIN/COMMIT around it.
+    ``as_stored_function=False`` runs the statement itself, prepared by pgbench
+    (``--protocol=prepared``), as the service did before it went through PgBouncer. The
     customer is a per-client counter (variables persist across a client's transactions), so
     every transaction books a distinct customer and never hits the one-active-booking index.
     """
     # One customer per transaction, as the service runs it for a request that queued alone:
     # the ceiling is the database's, for one booking per commit. pgbench reads the same :name
     # placeholders as SQLAlchemy's text(); its variables are numbers, so the array is built here.
-    sql = TAKE_SEATS.sql.strip().replace(":customer_ids", "ARRAY[:customer_id]")
+    if as_stored_function:
+        sql = f"SELECT * FROM {TAKE_SEATS.name}(:event_id, ARRAY[:customer_id]::bigint[])"
+    else:
+        sql = TAKE_SEATS.sql.strip().replace(":customer_ids", "ARRAY[:customer_id]")
     return (
         "\\set n :n + 1\n"
         "\\set customer_id :first_customer_id + :client_id * :stride + (:n % :stride)\n"
@@ -211,6 +217,7 @@ def run_pgbench(
     first_customer_id: int,
     customers: int,
     transactions: int | None = None,
+    as_stored_function: bool = True,
 ) -> LoadResult:
     """Run the booking transaction against one hot event; latencies from pgbench's log.
 
@@ -221,7 +228,7 @@ def run_pgbench(
     stride = customers // clients
     workdir = Path(tempfile.mkdtemp(prefix="bench-pgbench-"))
     script = workdir / "take_seat.sql"
-    script.write_text(pgbench_script())
+    script.write_text(pgbench_script(as_stored_function=as_stored_function))
     command = [
         "pgbench",
         "--no-vacuum",

@@ -7,9 +7,10 @@ import logging
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, ClassVar
 
+import psycopg2
 import redis
 from flask import Flask
 from flask_smorest import Api
@@ -89,10 +90,16 @@ class Database:
     def _session(self) -> Iterator[Session]:
         if self._sessions is None:
             raise RuntimeError("Database used before init_app")
-        # Closing the session rolls back whatever was not committed.
-        with self._sessions() as session, translate_db_errors():
-            session.begin()
-            yield session
+        session = self._sessions()
+        try:
+            with translate_db_errors():
+                session.begin()
+                yield session
+        finally:
+            # Rolls back whatever was not committed. On a dead connection that fails too; the
+            # pool discards the connection either way, and the answer is already decided.
+            with suppress(sa_exc.DBAPIError):
+                session.close()
 
     @contextmanager
     def single_statement(self) -> Iterator[Connection]:
@@ -121,19 +128,21 @@ class Database:
     def _autocommit_connection(self) -> Iterator[Connection]:
         if self.engine is None:
             raise RuntimeError("Database used before init_app")
-        with self.engine.connect() as connection:
-            # psycopg2's autocommit attribute is a client-side switch. SQLAlchemy's
-            # isolation_level="AUTOCOMMIT" would send a SET to the server going in and coming
-            # back, and those two round trips are the ones this is meant to save.
-            driver_connection = connection.connection.dbapi_connection
-            driver_connection.autocommit = True
-            try:
-                yield connection
-            finally:
-                # Back to transactions before the connection returns to the pool (a closed one
-                # is discarded by the pool anyway).
+        connection = self.engine.connect()
+        # psycopg2's autocommit attribute is a client-side switch. SQLAlchemy's
+        # isolation_level="AUTOCOMMIT" would send a SET to the server going in and coming back,
+        # and those two round trips are the ones this is meant to save.
+        driver_connection = connection.connection.dbapi_connection
+        driver_connection.autocommit = True
+        try:
+            yield connection
+        finally:
+            # Back to transactions before the connection returns to the pool; a dead one is
+            # discarded by the pool, whatever closing it says.
+            with suppress(sa_exc.DBAPIError, psycopg2.Error):
                 if not driver_connection.closed:
                     driver_connection.autocommit = False
+                connection.close()
 
 
 def bound_every_transaction(engine: Engine, timeout_ms: int) -> None:

@@ -36,12 +36,14 @@ function init(args)
   local count = tonumber(env("CUSTOMER_COUNT", "1"))
   local per_thread = math.max(1, math.floor(count / tonumber(env("THREADS", "1"))))
   customer_base, customer_block = first + thread_index * per_thread, per_thread
+  customer_id_offset = tonumber(env("CUSTOMER_ID_OFFSET", "0"))
   math.randomseed(1000003 * (thread_index + 1) + os.time())
 end
 
 -- The bearer token of the next customer of this thread (db.token_for builds the same).
 function bench.next_token()
-  local token = "bench-" .. (customer_base + sent % customer_block)
+  local customer = customer_base + sent % customer_block
+  local token = (customer_id_offset + customer) .. ".bench-" .. customer
   sent = sent + 1
   return token
 end

@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from booking_service import migrate
-from booking_service.errors import DbUnavailable, OutcomeUnknown
+from booking_service.errors import DbUnavailable, NotActive, OutcomeUnknown
 from booking_service.extensions import Database, StoredFunction, db
 from booking_service.services.sessions import USER_BY_LIVE_TOKEN
 from tests import factories
@@ -252,3 +252,12 @@ def test_a_single_write_refused_a_connection_was_not_made(app: Flask) -> None:
     )
     with pytest.raises(DbUnavailable), nowhere.single_write() as connection:
         connection.execute(text("SELECT 1"))
+
+
+@pytest.mark.parametrize("opener", ["transaction", "read_transaction", "single_statement"])
+def test_a_refusal_stays_the_answer_when_the_connection_died_meanwhile(opener: str) -> None:
+    # Closing (rolling back) a dead connection fails too; that must not replace the answer
+    # the request already has, nor turn it into a 500.
+    with pytest.raises(NotActive), getattr(db, opener)() as handle:
+        _terminate(handle.scalar(text("SELECT pg_backend_pid()")))
+        raise NotActive("refused for a reason of its own")
