@@ -247,7 +247,12 @@ def test_redis_stopped_and_restarted(
 
 
 def test_redis_paused_longer_than_lock_wait(cluster: FaultCluster, population: Population):
-    """CLIENT PAUSE for 3 s (lock wait 1 s): bounded 503s, no stuck requests, then recovery."""
+    """CLIENT PAUSE for 3 s (lock wait 1 s): bounded 503s, no stuck requests, then recovery.
+
+    A request that meets the pause waits for Redis up to its socket timeout (and the client's
+    one retry), then answers 503 or goes on once Redis is back; which of the two depends on
+    where in the pause it started, so the proof that the pause bit is that nothing was
+    answered during it but 503s, and that requests were refused or held up by it."""
     pause_seconds = 3.0
     driver = load_driver(cluster, population)
     with running_load(driver):
@@ -268,9 +273,17 @@ def test_redis_paused_longer_than_lock_wait(cluster: FaultCluster, population: P
     )
     during = _answers(result, paused_at, unpaused_at + 1.0)
     refused = [c for c in during if c.status == 503]
-    report.notes.append(f"during the pause: {len(refused)} answered 503")
-    if not refused:
-        report.violations.append("no request was refused with 503 while Redis was paused")
+    # Answered while Redis was still paused, other than refused: only a request that never
+    # needed Redis could be, and every one needs it for its session.
+    slipped = [c for c in _answers(result, paused_at + 0.1, unpaused_at - 0.1) if c.status != 503]
+    held_up = [c for c in result.calls if c.started < unpaused_at < c.ended and c.elapsed >= 1.0]
+    report.notes.append(
+        f"during the pause: {len(refused)} answered 503, {len(held_up)} held up until it ended"
+    )
+    if slipped:
+        report.violations.append(f"{len(slipped)} request(s) answered while Redis was paused")
+    if not refused and not held_up:
+        report.violations.append("no request was refused or held up while Redis was paused")
     assert_clean(report, cluster)
 
 

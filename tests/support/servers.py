@@ -176,7 +176,10 @@ class AppInstance(Managed):
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        wait_until(self._live, timeout=self.start_timeout, what=f"{self.name} on {self.port}")
+        try:
+            wait_until(self._live, timeout=self.start_timeout, what=f"{self.name} on {self.port}")
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}; log:\n{self.log()[-3000:]}") from None
         return self
 
     def _live(self) -> bool:
