@@ -60,3 +60,17 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):
+    """Sweep expired holds from every worker; a lease in Redis lets one sweep at a time."""
+    from booking_service.services.sweeper import sweeper
+
+    sweeper.start()
+
+
+def worker_exit(server, worker):
+    """Hand the sweeper's lease back, so another worker need not wait for it to run out."""
+    from booking_service.services.sweeper import sweeper
+
+    sweeper.stop()

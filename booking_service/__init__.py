@@ -58,9 +58,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from booking_service import errors, metrics
     from booking_service.extensions import db, openapi, redis_client
     from booking_service.locking import locks
-    from booking_service.services import accounts, sessions
+    from booking_service.services import accounts, seating, sessions
     from booking_service.services.seats import seat_queue
     from booking_service.services.snapshots import event_snapshots
+    from booking_service.services.sweeper import sweeper
 
     settings = config_module.from_environment()
     settings.update(config or {})
@@ -80,6 +81,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     accounts.settings.password_hash_method = app.config["PASSWORD_HASH_METHOD"]
     accounts.settings.token_ttl = timedelta(hours=app.config["TOKEN_TTL_HOURS"])
     sessions.settings.cache_seconds = app.config["SESSION_CACHE_SECONDS"]
+    seating.settings.hold_ttl = timedelta(seconds=app.config["HOLD_TTL_SECONDS"])
+    seating.settings.offer_ttl = timedelta(seconds=app.config["WAITLIST_OFFER_TTL_SECONDS"])
+    sweeper.configure(app.config)  # started in gunicorn's workers only (gunicorn.conf.py)
     accounts.settings.device_ttl = timedelta(days=app.config["DEVICE_TOKEN_TTL_DAYS"])
 
     openapi.init_app(app)
@@ -90,9 +94,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     document_schema_rules(openapi)
     from booking_service import ops
-    from booking_service.api import auth, bookings, events, history
+    from booking_service.api import auth, bookings, events, history, holds, waitlist
 
-    for blueprint in (auth.blp, events.blp, bookings.blp, history.blp):
+    for blueprint in (auth.blp, events.blp, bookings.blp, holds.blp, waitlist.blp, history.blp):
         openapi.register_blueprint(blueprint)
     ops.register(openapi, app)
     errors.init_app(app)  # after openapi, so our problem+json handler wins

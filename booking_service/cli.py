@@ -49,14 +49,17 @@ def create_admin(username: str, email: str, password: str) -> None:
 
 @click.command("check-invariants")
 def check_invariants() -> None:
-    """Compare booked_count with the booking rows; exit 1 on any drift."""
+    """Compare every event's counters with its booking, hold and waitlist rows; exit 1 on drift."""
     drift = invariants.find_drift()
     for item in drift:
         click.echo(f"event {item.event_id}: {item.problem}")
     if drift:
         click.echo(f"{len(drift)} problem(s) found", err=True)
         sys.exit(1)
-    click.echo("ok: every booked_count matches its active bookings; no duplicates")
+    click.echo(
+        "ok: booked_count, held_count and waitlist_length match their rows on every event; "
+        "no double booking; every waitlist offer has its hold"
+    )
 
 
 @click.command("purge-idempotency-keys")

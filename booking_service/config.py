@@ -144,6 +144,14 @@ def from_environment() -> dict[str, Any]:
         # How long per-event lock statistics (live lock view) outlive the event's last activity.
         "LOCK_STATS_WINDOW_SECONDS": _int("LOCK_STATS_WINDOW_SECONDS", 600, minimum=10),
         "RETRY_AFTER_SECONDS": _int("RETRY_AFTER_SECONDS", 1, minimum=1),
+        # Sale flows (services/holds.py, waitlist.py, sweeper.py): how long a hold lasts (an
+        # event may set its own), how long a waitlist offer does, and how the instances sweep
+        # holds past their expiry: one sweeper at a time, holding a lease in Redis, every
+        # interval; another takes over within the lease if it dies. 0 interval: no sweeping.
+        "HOLD_TTL_SECONDS": _int("HOLD_TTL_SECONDS", 600, minimum=1),
+        "WAITLIST_OFFER_TTL_SECONDS": _int("WAITLIST_OFFER_TTL_SECONDS", 1800, minimum=1),
+        "HOLD_SWEEP_INTERVAL_SECONDS": _float("HOLD_SWEEP_INTERVAL_SECONDS", 0.5, minimum=0.0),
+        "HOLD_SWEEP_LEASE_SECONDS": _float("HOLD_SWEEP_LEASE_SECONDS", 3.0, minimum=0.5),
         "TOKEN_TTL_HOURS": _int("TOKEN_TTL_HOURS", 24 * 30, minimum=1),
         # How long a resolved session is cached in Redis (services/sessions.py); logout takes
         # effect at once whatever this is. 0: every request looks its token up in PostgreSQL.
@@ -188,6 +196,11 @@ def validate(config: dict[str, Any]) -> None:
         raise ConfigError(
             f"LOCK_STRATEGY must be one of {', '.join(LOCK_STRATEGIES)}, "
             f"got {config['LOCK_STRATEGY']!r}"
+        )
+    if 0 < config["HOLD_SWEEP_LEASE_SECONDS"] <= config["HOLD_SWEEP_INTERVAL_SECONDS"]:
+        raise ConfigError(
+            "HOLD_SWEEP_LEASE_SECONDS must be longer than HOLD_SWEEP_INTERVAL_SECONDS, "
+            "or the sweeper's lease runs out between its rounds"
         )
     if config["DB_STATEMENT_TIMEOUT_MS"] >= config["LOCK_EXPIRE_SECONDS"] * 1000:
         raise ConfigError(

@@ -24,10 +24,14 @@ class DomainError(Exception):
     title: str = "Bad request"
     retry_after: bool = False
 
-    def __init__(self, detail: str | None = None, *, errors: dict[str, Any] | None = None):
+    def __init__(
+        self, detail: str | None = None, *, errors: dict[str, Any] | None = None, **extensions: Any
+    ):
         super().__init__(detail or self.title)
         self.detail = detail or self.title
         self.errors = errors
+        # RFC 9457 extension members: more facts for the client, e.g. available_slots.
+        self.extensions = extensions
 
     def retry_after_seconds(self) -> int | None:
         """The ``Retry-After`` this answer carries, if any."""
@@ -71,7 +75,42 @@ class HistoryEntryNotFound(DomainError):
 
 
 class EventFull(DomainError):
-    status, code, title = 409, "event_full", "The event has no free seats"
+    """Carries ``available_slots``: the seats a newcomer could take now (0 while anyone waits
+    on the waitlist, whose turn freed seats are)."""
+
+    status, code, title = 409, "event_full", "The event does not have the seats asked for"
+
+
+class TooManySeats(DomainError):
+    status, code, title = 422, "too_many_seats", "More seats than one booking may have"
+
+
+class HoldNotFound(DomainError):
+    status, code, title = 404, "hold_not_found", "No such hold"
+
+
+class HoldExpired(DomainError):
+    status, code, title = 409, "hold_expired", "The hold has expired; its seats went back"
+
+
+class HoldNotHeld(DomainError):
+    status, code, title = 409, "hold_not_held", "The hold was already confirmed or released"
+
+
+class HoldExists(DomainError):
+    status, code, title = 409, "hold_exists", "You already hold seats on this event"
+
+
+class WaitlistEntryNotFound(DomainError):
+    status, code, title = 404, "waitlist_entry_not_found", "No such waitlist entry"
+
+
+class SeatsAvailable(DomainError):
+    status, code, title = 409, "seats_available", "Seats are free: book or hold them instead"
+
+
+class AlreadyWaiting(DomainError):
+    status, code, title = 409, "already_waiting", "You are already on this event's waitlist"
 
 
 class AlreadyBooked(DomainError):
@@ -180,6 +219,7 @@ def problem_response(
     detail: str,
     errors: dict[str, Any] | None = None,
     retry_after: int | None = None,
+    extensions: dict[str, Any] | None = None,
 ) -> Response:
     """Build an RFC 9457 problem response; every 503 carries ``Retry-After``."""
     body: dict[str, Any] = {
@@ -188,6 +228,7 @@ def problem_response(
         "status": status,
         "detail": detail,
         "code": code,
+        **(extensions or {}),
     }
     if errors:
         body["errors"] = errors
@@ -220,6 +261,7 @@ def handle_domain_error(error: DomainError) -> Response:
         detail=error.detail,
         errors=error.errors,
         retry_after=error.retry_after_seconds(),
+        extensions=error.extensions,
     )
 
 

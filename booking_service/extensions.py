@@ -236,20 +236,33 @@ class StoredFunction:
 
     defined: ClassVar[list[StoredFunction]] = []
 
-    def __init__(self, name: str, sql: str, *, returns: str, **parameter_types: str) -> None:
-        positional = sql.strip()
-        for position, parameter in enumerate(parameter_types, start=1):
-            positional = re.sub(rf":{parameter}\b", f"${position}", positional)
-        signature = ", ".join(parameter_types.values())
-        # use_column: the names of the result columns are variables in PL/pgSQL; where the
-        # query names a table column the same, it means the column.
+    def __init__(
+        self,
+        name: str,
+        sql: str | None = None,
+        *,
+        body: str | None = None,
+        returns: str,
+        **parameter_types: str,
+    ) -> None:
+        """One query (``sql``, with ``:name`` placeholders), or a whole PL/pgSQL ``body``
+        (DECLARE ... BEGIN ... END) that names its parameters ``p_<name>``."""
+        if (sql is None) == (body is None):
+            raise ValueError("give either sql or body")
+        if sql is not None:
+            positional = sql.strip()
+            for position, parameter in enumerate(parameter_types, start=1):
+                positional = re.sub(rf":{parameter}\b", f"${position}", positional)
+            body = f"BEGIN\nRETURN QUERY {positional};\nEND"
+        signature = ", ".join(f"p_{name_} {type_}" for name_, type_ in parameter_types.items())
+        # use_column: the names of the result columns are variables in PL/pgSQL; where a
+        # statement names a table column the same, it means the column.
         definition = (
             f"({signature}) RETURNS {returns} LANGUAGE plpgsql AS $body$\n"
-            f"#variable_conflict use_column\nBEGIN\nRETURN QUERY {positional};\nEND\n$body$"
+            f"#variable_conflict use_column\n{body}\n$body$"
         )
         digest = hashlib.sha256(definition.encode()).hexdigest()[:10]
         self.name = f"{name}_{digest}"
-        self.sql = sql
         self.create_sql = f"CREATE OR REPLACE FUNCTION {self.name}{definition}"
         arguments = ", ".join(f":{parameter}" for parameter in parameter_types)
         self._call = text(f"SELECT * FROM {self.name}({arguments})")

@@ -100,6 +100,25 @@ db_unavailable_total = Counter(
     "server_gone (a connection died in use), statement_timeout, schema_outdated.",
     ["cause"],
 )
+holds_total = Counter(
+    "booking_holds",
+    "Holds by outcome: created (waitlist offers too), confirmed, released, expired.",
+    ["outcome"],
+)
+waitlist_offers_total = Counter(
+    "booking_waitlist_offers",
+    "Seats offered to waitlist entries (each offer is a hold for the customer).",
+)
+waitlist_conversions_total = Counter(
+    "booking_waitlist_conversions",
+    "Waitlist offers confirmed into bookings.",
+)
+seat_freed_to_offer_seconds = Histogram(
+    "booking_seat_freed_to_offer_seconds",
+    "From seats coming free (a cancel, a released or expired hold, more capacity) to their "
+    "offer to the waitlist.",
+    buckets=REQUEST_BUCKETS,
+)
 http_requests_total = Counter(
     "http_requests",
     "HTTP requests by method, endpoint and status.",
@@ -114,6 +133,7 @@ http_request_duration_seconds = Histogram(
 
 LOCK_OUTCOMES = ("acquired", "timeout", "error")
 POOL_STATES = ("in_use", "idle", "waiting")
+HOLD_OUTCOMES = ("created", "confirmed", "released", "expired")
 DB_UNAVAILABLE_CAUSES = (
     "connect_refused",
     "pool_timeout",
@@ -138,6 +158,8 @@ for cause in DB_UNAVAILABLE_CAUSES:
     db_unavailable_total.labels(cause=cause)
 for state in POOL_STATES:
     db_pool_connections.labels(state=state)
+for outcome in HOLD_OUTCOMES:
+    holds_total.labels(outcome=outcome)
 
 
 class _Disabled:
@@ -174,6 +196,10 @@ _RECORDERS: dict[str, object] = {
         "booking_request_seconds",
         "db_pool_connections",
         "db_unavailable_total",
+        "holds_total",
+        "waitlist_offers_total",
+        "waitlist_conversions_total",
+        "seat_freed_to_offer_seconds",
         "http_requests_total",
         "http_request_duration_seconds",
     )

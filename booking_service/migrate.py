@@ -56,8 +56,13 @@ def upgrade(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
     engine = create_engine(url)
     try:
-        with engine.begin() as connection:
+        # Straight to the driver, with no parameters: PL/pgSQL's %ROWTYPE must not be read as
+        # a placeholder.
+        with (
+            engine.begin() as connection,
+            connection.connection.driver_connection.cursor() as cursor,
+        ):  # type: ignore[union-attr]
             for function in STORED_FUNCTIONS:
-                connection.exec_driver_sql(function.create_sql)
+                cursor.execute(function.create_sql)
     finally:
         engine.dispose()

@@ -15,11 +15,20 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    case,
     func,
+    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    aliased,
+    column_property,
+    mapped_column,
+    relationship,
+)
 
 from booking_service.usernames import MAX_KEY_LENGTH
 
@@ -39,6 +48,21 @@ class Role(enum.StrEnum):
 class BookingStatus(enum.StrEnum):
     ACTIVE = "active"
     CANCELLED = "cancelled"
+
+
+class HoldStatus(enum.StrEnum):
+    HELD = "held"
+    CONFIRMED = "confirmed"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
+
+class WaitlistStatus(enum.StrEnum):
+    WAITING = "waiting"
+    OFFERED = "offered"
+    CONVERTED = "converted"
+    LEFT = "left"
+    EXPIRED = "expired"
 
 
 def _created_at() -> Mapped[datetime]:
@@ -134,7 +158,16 @@ class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
         CheckConstraint("capacity >= 1", name="capacity_positive"),
-        CheckConstraint("booked_count BETWEEN 0 AND capacity", name="booked_within_capacity"),
+        # Held seats count against capacity as soon as they are held.
+        CheckConstraint(
+            "booked_count >= 0 AND held_count >= 0 AND booked_count + held_count <= capacity",
+            name="seats_within_capacity",
+        ),
+        CheckConstraint("waitlist_length >= 0", name="waitlist_length_not_negative"),
+        CheckConstraint("max_seats_per_booking >= 1", name="max_seats_positive"),
+        CheckConstraint(
+            "hold_ttl_seconds IS NULL OR hold_ttl_seconds >= 1", name="hold_ttl_positive"
+        ),
         CheckConstraint("end_time > start_time", name="ends_after_start"),
         Index("ix_events_start_time", "start_time", "id"),
         Index("ix_events_end_time", "end_time"),
@@ -148,19 +181,31 @@ class Event(Base):
     start_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     end_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     capacity: Mapped[int] = mapped_column(Integer, nullable=False)
-    # Maintained in the same transaction as every booking state change; the CHECK above
-    # makes overbooking impossible even if two requests believe they hold the lock.
+    # Seats of active bookings, and of live holds: maintained in the same transaction as every
+    # booking or hold change; the CHECK above makes overbooking impossible even if two requests
+    # believe they hold the lock.
     booked_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    held_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    # Waitlist entries waiting for an offer (not those holding one).
+    waitlist_length: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    max_seats_per_booking: Mapped[int] = mapped_column(Integer, nullable=False, server_default="10")
+    # How long a hold lasts on this event; None: HOLD_TTL_SECONDS.
+    hold_ttl_seconds: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
 
     @property
+    def seats_held(self) -> int:
+        """Seats in holds still live now (held_count less holds past expiry, not yet swept)."""
+        return self.held_count - (self.lapsed_hold_seats or 0)
+
+    @property
     def available_slots(self) -> int:
-        return self.capacity - self.booked_count
+        return self.capacity - self.booked_count - self.seats_held
 
     @property
     def is_full(self) -> bool:
-        return self.booked_count >= self.capacity
+        return self.available_slots <= 0
 
     def is_past_at(self, now: datetime) -> bool:
         return self.end_time <= now
@@ -171,9 +216,15 @@ class Event(Base):
     def has_started_at(self, now: datetime) -> bool:
         return self.start_time <= now
 
-    def takes_bookings_at(self, now: datetime) -> bool:
-        """Not started and not full: a booking may get a seat (the seat statement decides)."""
-        return not self.has_started_at(now) and not self.is_full
+    def takes_bookings_at(self, now: datetime, seats: int = 1) -> bool:
+        """A newcomer's booking of ``seats`` may get them: not started, that many free, and
+        nobody waiting (freed seats go to the waitlist first). The seat statement decides."""
+        return (
+            not self.has_started_at(now)
+            and self.available_slots >= seats
+            and self.waitlist_length == 0
+            and seats <= self.max_seats_per_booking
+        )
 
     def __repr__(self) -> str:
         return f"<Event {self.id} {self.title!r} {self.booked_count}/{self.capacity}>"
@@ -187,6 +238,7 @@ class Booking(Base):
     __tablename__ = "bookings"
     __table_args__ = (
         CheckConstraint("status IN ('active', 'cancelled')", name="status_known"),
+        CheckConstraint("seats >= 1", name="booking_seats_positive"),
         # At most one active booking per customer and event; cancelled ones may pile up.
         Index(
             ONE_ACTIVE_BOOKING_INDEX,
@@ -205,6 +257,7 @@ class Booking(Base):
     )
     customer_id: Mapped[int] = mapped_column(ForeignKey("users.id"), nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False)
+    seats: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
 
@@ -264,3 +317,147 @@ class IdempotencyRecord(Base):
     response_headers: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = _created_at()
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+# Their names are how the services tell these conflicts from other integrity errors.
+ONE_LIVE_HOLD_INDEX = "uq_holds_live_event_customer"
+ONE_LIVE_ENTRY_INDEX = "uq_waitlist_live_event_customer"
+
+
+class WaitlistEntry(Base):
+    """A customer waiting for seats of a sold-out event, served in order of joining."""
+
+    __tablename__ = "waitlist_entries"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('waiting', 'offered', 'converted', 'left', 'expired')",
+            name="waitlist_status_known",
+        ),
+        CheckConstraint("seats >= 1", name="waitlist_seats_positive"),
+        Index(
+            ONE_LIVE_ENTRY_INDEX,
+            "event_id",
+            "customer_id",
+            unique=True,
+            postgresql_where=text("status IN ('waiting', 'offered')"),
+        ),
+        Index(
+            "ix_waitlist_event_waiting",
+            "event_id",
+            "id",
+            postgresql_where=text("status IN ('waiting', 'offered')"),
+        ),
+        Index("ix_waitlist_customer_created", "customer_id", "created_at", "id"),
+    )
+
+    # Order of joining is the id's order.
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("events.id", ondelete="CASCADE"), nullable=False
+    )
+    customer_id: Mapped[int] = mapped_column(ForeignKey("users.id"), nullable=False)
+    seats: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    # Offers that went to later, smaller entries while this one did not fit (starvation bound).
+    passed_over: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+    def __repr__(self) -> str:
+        return f"<WaitlistEntry {self.id} event={self.event_id} seats={self.seats} {self.status}>"
+
+
+class Hold(Base):
+    """Seats held for a customer until ``expires_at``: confirmed into a booking, released, or
+    expired (by the sweeper, or by whoever next takes the event's lock)."""
+
+    __tablename__ = "holds"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('held', 'confirmed', 'released', 'expired')", name="hold_status_known"
+        ),
+        CheckConstraint("seats >= 1", name="hold_seats_positive"),
+        Index(
+            ONE_LIVE_HOLD_INDEX,
+            "event_id",
+            "customer_id",
+            unique=True,
+            postgresql_where=text("status = 'held'"),
+        ),
+        # The sweeper's scan, and the lapsed seats of one event.
+        Index("ix_holds_live_expiry", "expires_at", postgresql_where=text("status = 'held'")),
+        Index(
+            "ix_holds_event_live_expiry",
+            "event_id",
+            "expires_at",
+            postgresql_where=text("status = 'held'"),
+        ),
+        Index("ix_holds_customer_created", "customer_id", "created_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("events.id", ondelete="CASCADE"), nullable=False
+    )
+    customer_id: Mapped[int] = mapped_column(ForeignKey("users.id"), nullable=False)
+    seats: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # The booking a confirmation went into; the waitlist entry an offer was made for.
+    booking_id: Mapped[int | None] = mapped_column(ForeignKey("bookings.id", ondelete="SET NULL"))
+    waitlist_entry_id: Mapped[int | None] = mapped_column(
+        ForeignKey("waitlist_entries.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+    def __repr__(self) -> str:
+        return f"<Hold {self.id} event={self.event_id} seats={self.seats} {self.status}>"
+
+
+# Seats of an event's holds past their expiry that no sweep has released yet: every read of an
+# event leaves them out of held_count (Event.seats_held), so that an expired hold's seats show
+# as free at once, whenever the sweeper gets to them. One probe of a partial index, usually
+# empty.
+LAPSED_HOLD_SEATS = (
+    select(func.coalesce(func.sum(Hold.seats), 0))
+    .where(
+        Hold.event_id == Event.id,
+        Hold.status == HoldStatus.HELD.value,
+        Hold.expires_at <= func.now(),
+    )
+    .correlate_except(Hold)
+    .scalar_subquery()
+)
+Event.lapsed_hold_seats = column_property(LAPSED_HOLD_SEATS)
+
+
+# A waiting or offered entry's place in its event's queue (1: next), None once it has ended;
+# and the hold of its offer while that is live.
+_ahead = aliased(WaitlistEntry)
+_LIVE_ENTRY = ("waiting", "offered")
+WaitlistEntry.position = column_property(
+    case(
+        (
+            WaitlistEntry.status.in_(_LIVE_ENTRY),
+            select(func.count() + 1)
+            .where(
+                _ahead.event_id == WaitlistEntry.event_id,
+                _ahead.status.in_(_LIVE_ENTRY),
+                _ahead.id < WaitlistEntry.id,
+            )
+            .correlate_except(_ahead)
+            .scalar_subquery(),
+        ),
+        else_=None,
+    )
+)
+_offer = select(Hold).where(
+    Hold.waitlist_entry_id == WaitlistEntry.id, Hold.status == HoldStatus.HELD.value
+)
+WaitlistEntry.offer_hold_id = column_property(
+    _offer.with_only_columns(Hold.id).correlate_except(Hold).scalar_subquery()
+)
+WaitlistEntry.offer_expires_at = column_property(
+    _offer.with_only_columns(Hold.expires_at).correlate_except(Hold).scalar_subquery()
+)

@@ -1,4 +1,4 @@
-"""Bookings: book, list, cancel, reactivate, delete."""
+"""Bookings: book (several seats), list, change seats, cancel, reactivate, delete."""
 
 from __future__ import annotations
 
@@ -19,7 +19,12 @@ from booking_service.api.common import (
 )
 from booking_service.api.idempotency import idempotent
 from booking_service.api.limits import limit_per_user
-from booking_service.api.schemas import BookingCreateSchema, BookingQuerySchema, BookingSchema
+from booking_service.api.schemas import (
+    BookingCreateSchema,
+    BookingQuerySchema,
+    BookingSchema,
+    BookingSeatsSchema,
+)
 from booking_service.errors import (
     AlreadyActive,
     AlreadyBooked,
@@ -33,6 +38,7 @@ from booking_service.errors import (
     LockUnavailable,
     NotActive,
     OutcomeUnknown,
+    TooManySeats,
     ValidationFailed,
 )
 from booking_service.models import Booking, Role
@@ -75,6 +81,7 @@ class Bookings(MethodView):
         ValidationFailed,
         EventNotFound,
         EventFull,
+        TooManySeats,
         AlreadyBooked,
         EventStarted,
         EventEnded,
@@ -82,11 +89,12 @@ class Bookings(MethodView):
         *WRITE_ERRORS,
     )
     def post(self, body: dict[str, Any]) -> tuple[Booking, dict[str, str]]:
-        """Book one seat on an event (customers); never overbooks"""
+        """Book seats on an event, all or none (customers); never overbooks"""
         admitted = current_admission()
         booking = bookings.create_booking(
             customer=current_user(),
             event_id=body["event_id"],
+            seats=body["seats"],
             event_version=admitted.event_version if admitted else None,
         )
         location = url_for("bookings.BookingDetail", booking_id=booking.id)
@@ -103,6 +111,28 @@ class BookingDetail(MethodView):
         return bookings.get_booking(viewer=current_user(), booking_id=booking_id)
 
     @auth_required(blp, Role.CUSTOMER)
+    @limit_per_user(blp, setting="RATE_LIMIT_BOOKINGS", scope="bookings")
+    @blp.arguments(BookingSeatsSchema)
+    @blp.response(200, BookingSchema)
+    @problems(
+        blp,
+        ValidationFailed,
+        BookingNotFound,
+        NotActive,
+        EventFull,
+        TooManySeats,
+        EventStarted,
+        EventEnded,
+        *LOCK_ERRORS,
+        *WRITE_ERRORS,
+    )
+    def patch(self, body: dict[str, Any], booking_id: int) -> Booking:
+        """Change a booking's seats (its customer): fewer frees them, more takes them"""
+        return bookings.change_seats(
+            customer=current_user(), booking_id=booking_id, seats=body["seats"]
+        )
+
+    @auth_required(blp, Role.CUSTOMER)
     @blp.response(204)
     @blp.doc(
         description=(
@@ -112,7 +142,7 @@ class BookingDetail(MethodView):
             "time."
         )
     )
-    @problems(blp, BookingNotFound, EventStarted, EventEnded, *WRITE_ERRORS)
+    @problems(blp, BookingNotFound, EventStarted, EventEnded, *LOCK_ERRORS, *WRITE_ERRORS)
     def delete(self, booking_id: int) -> None:
         """Delete a booking (its customer), freeing the seat if it was active"""
         bookings.delete_booking(customer=current_user(), booking_id=booking_id)
@@ -122,7 +152,9 @@ class BookingDetail(MethodView):
 class CancelBooking(MethodView):
     @auth_required(blp, Role.CUSTOMER)
     @blp.response(200, BookingSchema)
-    @problems(blp, BookingNotFound, NotActive, EventStarted, EventEnded, *WRITE_ERRORS)
+    @problems(
+        blp, BookingNotFound, NotActive, EventStarted, EventEnded, *LOCK_ERRORS, *WRITE_ERRORS
+    )
     def post(self, booking_id: int) -> Booking:
         """Cancel a booking before its event starts (its customer), freeing the seat"""
         return bookings.cancel_booking(customer=current_user(), booking_id=booking_id)
@@ -139,6 +171,7 @@ class ReactivateBooking(MethodView):
         BookingNotFound,
         AlreadyActive,
         EventFull,
+        TooManySeats,
         AlreadyBooked,
         EventStarted,
         EventEnded,

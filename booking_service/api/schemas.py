@@ -9,7 +9,7 @@ import marshmallow as ma
 from flask_smorest import Api
 
 from booking_service.api.common import encodable, id_field, text_field, username_field
-from booking_service.models import BookingStatus, Event
+from booking_service.models import BookingStatus, Event, HoldStatus, WaitlistEntry, WaitlistStatus
 from booking_service.services.events import WHEN_FILTERS
 from booking_service.services.history import ACTIONS, ENTITY_TYPES
 
@@ -142,9 +142,26 @@ class EventSchema(ma.Schema):
     start_time = timestamp()
     end_time = timestamp()
     capacity = ma.fields.Integer()
-    booked_count = ma.fields.Integer()
-    available_slots = ma.fields.Integer()
+    booked_count = ma.fields.Integer(metadata={"description": "Seats of active bookings."})
+    held_count = ma.fields.Integer(
+        attribute="seats_held",
+        metadata={"description": "Seats in live holds (waitlist offers included)."},
+    )
+    available_slots = ma.fields.Integer(
+        metadata={
+            "description": "capacity - booked_count - held_count, exact at every read. While "
+            "waitlist_length > 0 these seats are offered to the waitlist, not to newcomers."
+        }
+    )
     is_full = ma.fields.Boolean()
+    waitlist_length = ma.fields.Integer(
+        metadata={"description": "Waitlist entries waiting for an offer."}
+    )
+    max_seats_per_booking = ma.fields.Integer()
+    hold_ttl_seconds = ma.fields.Integer(
+        allow_none=True,
+        metadata={"description": "How long a hold lasts on this event; null: the default."},
+    )
     is_past = ma.fields.Method("_is_past", metadata={"type": "boolean"})
     is_ongoing = ma.fields.Method("_is_ongoing", metadata={"type": "boolean"})
     organizer_id = ma.fields.Integer()
@@ -159,6 +176,8 @@ class EventSchema(ma.Schema):
 
 
 CAPACITY = {"validate": ma.validate.Range(min=1, max=1_000_000), "strict": True}
+SEATS = {"validate": ma.validate.Range(min=1, max=1_000), "strict": True}
+HOLD_TTL = {"validate": ma.validate.Range(min=10, max=7 * 24 * 3600), "strict": True}
 
 
 class EventCreateSchema(ma.Schema):
@@ -167,6 +186,17 @@ class EventCreateSchema(ma.Schema):
     start_time = timestamp(required=True, metadata={"description": "Must be in the future."})
     end_time = timestamp(required=True, metadata={"description": "Must be after start_time."})
     capacity = ma.fields.Integer(required=True, **CAPACITY)
+    max_seats_per_booking = ma.fields.Integer(
+        load_default=10,
+        metadata={"description": "Most seats one booking (or hold) may have."},
+        **SEATS,
+    )
+    hold_ttl_seconds = ma.fields.Integer(
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "How long a hold lasts here; null: HOLD_TTL_SECONDS."},
+        **HOLD_TTL,
+    )
 
 
 class EventUpdateSchema(ma.Schema):
@@ -175,9 +205,14 @@ class EventUpdateSchema(ma.Schema):
     start_time = timestamp()
     end_time = timestamp()
     capacity = ma.fields.Integer(
-        metadata={"description": "Cannot go below booked_count (409 capacity_below_bookings)."},
+        metadata={
+            "description": "Cannot go below booked_count + held_count (409 "
+            "capacity_below_bookings). Raising it offers the new seats to the waitlist first."
+        },
         **CAPACITY,
     )
+    max_seats_per_booking = ma.fields.Integer(**SEATS)
+    hold_ttl_seconds = ma.fields.Integer(allow_none=True, **HOLD_TTL)
 
     @ma.validates_schema
     def _not_empty(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -211,12 +246,113 @@ class BookingSchema(ma.Schema):
     event_id = ma.fields.Integer()
     customer_id = ma.fields.Integer()
     status = ma.fields.String(metadata={"enum": BOOKING_STATUSES})
+    seats = ma.fields.Integer()
     created_at = timestamp()
     updated_at = timestamp()
 
 
 class BookingCreateSchema(ma.Schema):
     event_id = id_field(required=True)
+    seats = ma.fields.Integer(
+        load_default=1,
+        metadata={
+            "description": "All or nothing; at most the event's max_seats_per_booking (422 "
+            "too_many_seats). Fewer free seats: 409 event_full with available_slots."
+        },
+        **SEATS,
+    )
+
+
+class BookingSeatsSchema(ma.Schema):
+    seats = ma.fields.Integer(
+        required=True,
+        metadata={
+            "description": "Fewer frees the difference at once; more takes it like a booking "
+            "(409 event_full, 422 too_many_seats)."
+        },
+        **SEATS,
+    )
+
+
+# --- holds and the waitlist -------------------------------------------------------------
+
+HOLD_STATUSES = [status.value for status in HoldStatus]
+WAITLIST_STATUSES = [status.value for status in WaitlistStatus]
+
+
+class HoldSchema(ma.Schema):
+    id = ma.fields.Integer(dump_only=True)
+    event_id = ma.fields.Integer()
+    customer_id = ma.fields.Integer()
+    seats = ma.fields.Integer()
+    status = ma.fields.String(metadata={"enum": HOLD_STATUSES})
+    expires_at = timestamp(
+        metadata={"description": "Confirm before this; afterwards the seats go back."}
+    )
+    booking_id = ma.fields.Integer(
+        allow_none=True, metadata={"description": "The booking it was confirmed into."}
+    )
+    created_at = timestamp()
+
+
+class HoldCreateSchema(ma.Schema):
+    seats = ma.fields.Integer(load_default=1, **SEATS)
+
+
+class HoldQuerySchema(ma.Schema):
+    status = ma.fields.String(validate=ma.validate.OneOf(HOLD_STATUSES))
+
+
+class OfferSchema(ma.Schema):
+    hold_id = ma.fields.Integer()
+    expires_at = timestamp()
+
+
+class WaitlistEntrySchema(ma.Schema):
+    id = ma.fields.Integer(dump_only=True)
+    event_id = ma.fields.Integer()
+    customer_id = ma.fields.Integer()
+    seats = ma.fields.Integer()
+    position = ma.fields.Integer(
+        allow_none=True,
+        metadata={
+            "description": "Place in the event's queue (1: next), counting entries that wait "
+            "or hold an offer; null once the entry has ended."
+        },
+    )
+    status = ma.fields.String(metadata={"enum": WAITLIST_STATUSES})
+    offer = ma.fields.Method(
+        "_offer",
+        allow_none=True,
+        metadata={
+            "description": "The hold offered to this entry while it is live: confirm it with "
+            "POST /api/v1/holds/{hold_id}/confirm before expires_at.",
+            "type": "object",
+            "nullable": True,
+            "properties": {
+                "hold_id": {"type": "integer"},
+                "expires_at": {"type": "string", "format": "date-time"},
+            },
+        },
+    )
+    created_at = timestamp()
+
+    def _offer(self, entry: WaitlistEntry) -> dict[str, Any] | None:
+        if entry.offer_hold_id is None:
+            return None
+        return OfferSchema().dump(
+            {"hold_id": entry.offer_hold_id, "expires_at": entry.offer_expires_at}
+        )
+
+
+class WaitlistJoinSchema(ma.Schema):
+    seats = ma.fields.Integer(load_default=1, **SEATS)
+
+
+class EventWaitlistQuerySchema(ma.Schema):
+    live = ma.fields.Boolean(
+        load_default=True, metadata={"description": "Only entries waiting or holding an offer."}
+    )
 
 
 class BookingQuerySchema(ma.Schema):

@@ -62,7 +62,9 @@ class CapacityRow:
     start_time: datetime
     capacity: int
     booked_count: int
-    utilisation: float
+    seats_held: int
+    waitlist_length: int
+    utilisation: float  # seats taken (booked and held) / capacity
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ def dashboard_stats(*, upcoming_limit: int = 10) -> DashboardStats:
 
 def fullest_upcoming_events(*, limit: int = 10) -> list[CapacityRow]:
     """Return the upcoming events closest to selling out (booked/capacity, highest first)."""
-    utilisation = cast(Event.booked_count, Float) / Event.capacity
+    utilisation = cast(Event.booked_count + Event.held_count, Float) / Event.capacity
     with db.read_transaction() as session:
         events = session.scalars(
             select(Event)
@@ -154,6 +156,8 @@ def fullest_upcoming_events(*, limit: int = 10) -> list[CapacityRow]:
             start_time=event.start_time,
             capacity=event.capacity,
             booked_count=event.booked_count,
+            seats_held=event.seats_held,
+            waitlist_length=event.waitlist_length,
             utilisation=event.booked_count / event.capacity,
         )
         for event in events

@@ -28,7 +28,7 @@ from booking_service.locking import (
     recent_stats_key,
     stats_key,
 )
-from booking_service.models import Event
+from booking_service.models import LAPSED_HOLD_SEATS, Event
 
 SCAN_COUNT = 500
 # Bounds the work of one view, however many locks are held at once.
@@ -42,6 +42,8 @@ class LockRow:
 
     event_id: int
     title: str | None
+    seats_held: int | None  # live holds, waitlist offers included (None: PostgreSQL down)
+    waitlist_length: int | None
     held: bool
     holder: str | None
     holder_instance: str | None
@@ -62,6 +64,15 @@ class LockRow:
         # Hottest first: requests queueing now, then demand in the window, then held now.
         last = self.last_activity.timestamp() if self.last_activity else 0.0
         return (self.waiters, self.acquired + self.timeouts, self.held, last)
+
+
+@dataclass(frozen=True)
+class EventFacts:
+    """What PostgreSQL adds to an event's lock row."""
+
+    title: str
+    seats_held: int
+    waitlist_length: int
 
 
 @dataclass(frozen=True)
@@ -94,9 +105,9 @@ def lock_table(*, limit: int = 50) -> LockTable:
     except REDIS_ERRORS as error:
         raise LockUnavailable("Redis did not answer; the lock view is unavailable.") from error
 
-    titles, titles_available = _titles(ordered)
+    facts, titles_available = _event_facts(ordered)
     rows = [
-        _row(event_id, titles.get(event_id), stats, holder, pttl)
+        _row(event_id, facts.get(event_id), stats, holder, pttl)
         for event_id, stats, holder, pttl in zip(
             ordered, replies[0::3], replies[1::3], replies[2::3], strict=True
         )
@@ -132,21 +143,29 @@ def _recent_event_ids(client: RedisConnection, oldest: float) -> set[int]:
     return {event_id for member in members if (event_id := event_id_of(member)) is not None}
 
 
-def _titles(event_ids: Sequence[int]) -> tuple[dict[int, str], bool]:
-    """Titles in one query; without PostgreSQL the lock view still answers, without titles."""
+def _event_facts(event_ids: Sequence[int]) -> tuple[dict[int, EventFacts], bool]:
+    """Title, held seats and waitlist length in one query; without PostgreSQL the lock view
+    still answers, without them."""
     if not event_ids:
         return {}, True
     try:
         with db.read_transaction() as session:
-            rows = session.execute(select(Event.id, Event.title).where(Event.id.in_(event_ids)))
-            return {event_id: title for event_id, title in rows}, True
+            rows = session.execute(
+                select(
+                    Event.id,
+                    Event.title,
+                    Event.held_count - LAPSED_HOLD_SEATS,
+                    Event.waitlist_length,
+                ).where(Event.id.in_(event_ids))
+            )
+            return {row[0]: EventFacts(*row[1:]) for row in rows}, True
     except DbUnavailable:
         return {}, False
 
 
 def _row(
     event_id: int,
-    title: str | None,
+    facts: EventFacts | None,
     stats: dict[bytes, bytes] | None,
     holder: bytes | None,
     pttl: int | None,
@@ -163,7 +182,9 @@ def _row(
     acquired = counts.acquired
     return LockRow(
         event_id=event_id,
-        title=title,
+        title=facts.title if facts else None,
+        seats_held=facts.seats_held if facts else None,
+        waitlist_length=facts.waitlist_length if facts else None,
         held=held,
         holder=holder_text,
         holder_instance=instance,

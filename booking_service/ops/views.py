@@ -52,6 +52,13 @@ class LockRowSchema(ma.Schema):
         allow_none=True,
         metadata={"description": "Null if the event is gone or PostgreSQL is down."},
     )
+    seats_held = ma.fields.Integer(
+        allow_none=True,
+        metadata={"description": "Seats in live holds (waitlist offers included); null as title."},
+    )
+    waitlist_length = ma.fields.Integer(
+        allow_none=True, metadata={"description": "Entries waiting for an offer; null as title."}
+    )
     held = ma.fields.Boolean(metadata={"description": "The lock is held right now."})
     holder = ma.fields.String(
         allow_none=True, metadata={"description": "Holder id: '<instance>:<pid>:<random>'."}
@@ -111,7 +118,11 @@ class CapacityRowSchema(ma.Schema):
     start_time = timestamp()
     capacity = ma.fields.Integer()
     booked_count = ma.fields.Integer()
-    utilisation = ma.fields.Float(metadata={"description": "booked_count / capacity."})
+    seats_held = ma.fields.Integer(metadata={"description": "Seats in live holds."})
+    waitlist_length = ma.fields.Integer()
+    utilisation = ma.fields.Float(
+        metadata={"description": "(booked_count + seats_held) / capacity."}
+    )
 
 
 class DashboardStatsSchema(ma.Schema):

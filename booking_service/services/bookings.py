@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
@@ -25,10 +25,7 @@ from booking_service.errors import (
     BookingNotFound,
     DbUnavailable,
     DomainError,
-    EventEnded,
     EventFull,
-    EventNotFound,
-    EventStarted,
     LockTimeout,
     LockUnavailable,
     NotActive,
@@ -36,7 +33,7 @@ from booking_service.errors import (
 from booking_service.extensions import db
 from booking_service.locking import locks
 from booking_service.models import Booking, BookingStatus, Event, Role, User
-from booking_service.services import MAX_ID, Page, history, paginate
+from booking_service.services import MAX_ID, Page, paginate, seating, waitlist
 from booking_service.services.seats import is_one_active_violation, seat_queue
 from booking_service.services.snapshots import event_snapshots
 
@@ -67,46 +64,30 @@ def _booking_metrics() -> Iterator[None]:
         metrics.booking_request_seconds.observe(time.perf_counter() - started)
 
 
-def _refuse_unless_open(event: Event, now: datetime) -> None:
-    """Raise why the event's bookings can no longer change (ended, started), if so."""
-    if event.is_past_at(now):
-        raise EventEnded(f"Event {event.id} has ended.")
-    if event.has_started_at(now):
-        raise EventStarted(f"Event {event.id} has started; bookings are closed.")
-
-
-def _refuse_unless_bookable(event: Event, now: datetime) -> None:
-    """Raise why the event cannot take a booking now (ended, started, full), if so."""
-    _refuse_unless_open(event, now)
-    if event.is_full:
-        raise EventFull(f"Event {event.id} is sold out.")
-
-
-def _existing(event: Event | None, event_id: int) -> Event:
-    if event is None:
-        raise EventNotFound(f"Event {event_id} does not exist.")
-    return event
-
-
-def create_booking(*, customer: User, event_id: int, event_version: int | None = None) -> Booking:
-    """Book one seat on the event for the customer.
+def create_booking(
+    *, customer: User, event_id: int, seats: int = 1, event_version: int | None = None
+) -> Booking:
+    """Book ``seats`` on the event for the customer, all or none.
 
     ``event_version``: the event's change counter, if the request already read it
     (services/admission.py); a snapshot may then refuse without a database read.
     """
     with _booking_metrics():
         # Cheap rejections: no lock, no write, and mostly no read either (a snapshot).
-        event = _existing(event_snapshots.recent(event_id, version=event_version), event_id)
-        _refuse_unless_bookable(event, datetime.now(UTC))
+        event = event_snapshots.recent(event_id, version=event_version, seats=seats)
+        seating.refuse_unless_bookable(seating.existing(event, event_id), seating.now(), seats)
         # Behind the event lock, batched with this process's other requests for the event.
-        booking = seat_queue.take(event_id=event_id, customer_id=customer.id)
-        if booking is None:
+        request = seat_queue.take(event_id=event_id, customer_id=customer.id, seats=seats)
+        if request.booking is None:
             # Explained after the lock is released, from a fresh read that the requests
             # behind this one then reuse: the reason needs a read, not the lock.
-            event = _existing(event_snapshots.fresh(event_id), event_id)
-            _refuse_unless_bookable(event, datetime.now(UTC))
-            raise EventFull(f"Event {event_id} is sold out.")
-        return booking
+            event = seating.existing(event_snapshots.fresh(event_id), event_id)
+            seating.refuse_unless_bookable(event, seating.now(), seats)
+            raise EventFull(
+                f"Event {event_id} has {request.available} free seat(s); {seats} asked for.",
+                available_slots=request.available,
+            )
+        return request.booking
 
 
 @contextmanager
@@ -119,7 +100,7 @@ def _own_booking_locked(
     takes them in, so these paths cannot deadlock with each other.
     """
     with db.transaction() as session:
-        event_id = _own_booking_event_id(session, customer, booking_id)
+        event_id = _own_booking_event_id(customer, booking_id, session=session)
         event = session.get(Event, event_id, with_for_update=True)
         booking = session.get(Booking, booking_id, with_for_update=True)
         if event is None or booking is None:  # deleted between the two reads
@@ -127,48 +108,107 @@ def _own_booking_locked(
         yield session, booking, event
 
 
-def _own_booking_event_id(session: Session, customer: User, booking_id: int) -> int:
-    event_id = None
-    if booking_id <= MAX_ID:
-        event_id = session.scalar(
-            select(Booking.event_id).where(
-                Booking.id == booking_id, Booking.customer_id == customer.id
-            )
-        )
+def _own_booking_event_id(
+    customer: User, booking_id: int, *, session: Session | None = None
+) -> int:
+    """The event of the customer's booking (in ``session``, or a read of its own)."""
+    query = select(Booking.event_id).where(
+        Booking.id == booking_id, Booking.customer_id == customer.id
+    )
+    if booking_id > MAX_ID:
+        event_id = None
+    elif session is not None:
+        event_id = session.scalar(query)
+    else:
+        with db.read_transaction() as reading:
+            event_id = reading.scalar(query)
     if event_id is None:
         raise BookingNotFound(f"Booking {booking_id} does not exist.")
     return event_id
 
 
-def _record(session: Session, customer: User, action: str, booking: Booking) -> None:
-    history.record(
-        session,
-        user_id=customer.id,
-        action=action,
-        entity_type="booking",
-        entity_id=booking.id,
-        details=history.booking_details(event_id=booking.event_id),
-    )
+def _record(session: Session, customer: User, action: str, booking: Booking, **more: int) -> None:
+    seating.record(
+        session, customer.id, action, "booking", booking.id, booking.event_id, booking.seats,
+        **more,
+    )  # fmt: skip
+
+
+@contextmanager
+def _freeing(event_id: int) -> Iterator[None]:
+    """Around a change that frees seats: the event's lock when someone waits for them (the
+    freed seats are offered under it; without Redis that answers 503), else none: freeing a
+    seat needs no lock, and the row lock orders it with everything else either way."""
+    if _has_waitlist(event_id):
+        with locks.hold(event_id):
+            yield
+    else:
+        yield
+    event_snapshots.announce(event_id)  # the freed seats count at once, everywhere
+
+
+def _has_waitlist(event_id: int) -> bool:
+    with db.read_transaction() as session:
+        return bool(session.scalar(select(Event.waitlist_length).where(Event.id == event_id)))
+
+
+def _free_seats(session: Session, event: Event, seats: int) -> None:
+    """Give ``seats`` of an active booking back and offer them to the waitlist, if any."""
+    event.booked_count -= seats
+    at = seating.now()
+    waitlist.offer_freed_seats(session, event, at, freed_at=at)
 
 
 def cancel_booking(*, customer: User, booking_id: int) -> Booking:
-    """Cancel an active booking before its event starts, freeing the seat (no lock needed)."""
-    with _own_booking_locked(customer, booking_id) as (session, booking, event):
+    """Cancel an active booking before its event starts, freeing its seats."""
+    with (
+        _freeing(_own_booking_event_id(customer, booking_id)),
+        _own_booking_locked(customer, booking_id) as (session, booking, event),
+    ):
         if booking.status != ACTIVE:
             raise NotActive(f"Booking {booking_id} is already cancelled.")
-        _refuse_unless_open(event, datetime.now(UTC))
+        seating.refuse_unless_open(event, seating.now())
         booking.status = CANCELLED
-        event.booked_count -= 1
         session.flush()
         _record(session, customer, "cancel", booking)
-    event_snapshots.announce(event.id)  # the freed seat is bookable at once, everywhere
+        _free_seats(session, event, booking.seats)
+    return booking
+
+
+def change_seats(*, customer: User, booking_id: int, seats: int) -> Booking:
+    """Set the seats of an active booking: fewer frees them at once, more takes the event's
+    lock like a booking (all or nothing, waitlist first)."""
+    event_id = _own_booking_event_id(customer, booking_id)
+    with db.read_transaction() as session:
+        current = session.scalar(select(Booking.seats).where(Booking.id == booking_id))
+    if current is not None and seats <= current:
+        context: Any = _freeing(event_id)
+    else:
+        context = locks.hold(event_id)
+    with context, _own_booking_locked(customer, booking_id) as (session, booking, event):
+        if booking.status != ACTIVE:
+            raise NotActive(f"Booking {booking_id} is cancelled.")
+        at = seating.now()
+        seating.refuse_unless_open(event, at)
+        seating.refuse_too_many(event, seats)
+        before = booking.seats
+        if seats > before:
+            if event.waitlist_length == 0:
+                seating.reclaim_lapsed_holds(session, event, at)
+            seating.refuse_unless_bookable(event, at, seats - before)
+            event.booked_count += seats - before
+        booking.seats = seats
+        session.flush()
+        if seats != before:
+            _record(session, customer, "seats", booking, seats_before=before)
+        if seats < before:
+            _free_seats(session, event, before - seats)
     return booking
 
 
 def reactivate_booking(*, customer: User, booking_id: int) -> Booking:
-    """Re-activate a cancelled booking if a seat is free; serialized by the event lock."""
-    with db.read_transaction() as session:
-        event_id = _own_booking_event_id(session, customer, booking_id)
+    """Re-activate a cancelled booking if its seats are free; serialized by the event lock."""
+    event_id = _own_booking_event_id(customer, booking_id)
     with (
         locks.hold(event_id),
         _own_booking_locked(customer, booking_id) as (
@@ -179,9 +219,12 @@ def reactivate_booking(*, customer: User, booking_id: int) -> Booking:
     ):
         if booking.status == ACTIVE:
             raise AlreadyActive(f"Booking {booking_id} is already active.")
-        _refuse_unless_bookable(event, datetime.now(UTC))
+        at = seating.now()
+        if event.waitlist_length == 0:
+            seating.reclaim_lapsed_holds(session, event, at)
+        seating.refuse_unless_bookable(event, at, booking.seats)
         booking.status = ACTIVE
-        event.booked_count += 1
+        event.booked_count += booking.seats
         try:
             session.flush()
         except IntegrityError as error:
@@ -196,18 +239,20 @@ def reactivate_booking(*, customer: User, booking_id: int) -> Booking:
 
 
 def delete_booking(*, customer: User, booking_id: int) -> None:
-    """Delete the booking, freeing its seat if it was active.
+    """Delete the booking, freeing its seats if it was active.
 
     An active booking follows the cancel rule: not once its event has started. A cancelled
     one holds no seat, so it may be deleted at any time.
     """
-    with _own_booking_locked(customer, booking_id) as (session, booking, event):
-        if booking.status == ACTIVE:
-            _refuse_unless_open(event, datetime.now(UTC))
-            event.booked_count -= 1
+    with (
+        _freeing(_own_booking_event_id(customer, booking_id)),
+        _own_booking_locked(customer, booking_id) as (session, booking, event),
+    ):
         _record(session, customer, "delete", booking)
+        if booking.status == ACTIVE:
+            seating.refuse_unless_open(event, seating.now())
+            _free_seats(session, event, booking.seats)
         session.delete(booking)
-    event_snapshots.announce(event.id)
 
 
 def get_booking(*, viewer: User, booking_id: int) -> Booking:

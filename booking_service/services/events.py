@@ -16,11 +16,19 @@ from booking_service.errors import (
 from booking_service.extensions import db
 from booking_service.locking import locks
 from booking_service.models import Booking, BookingStatus, Event, Role, User
-from booking_service.services import MAX_ID, Page, history, paginate
+from booking_service.services import MAX_ID, Page, history, paginate, seating, waitlist
 from booking_service.services.snapshots import event_snapshots
 
 WHEN_FILTERS = ("upcoming", "ongoing", "past")
-EDITABLE_FIELDS = ("title", "description", "start_time", "end_time", "capacity")
+EDITABLE_FIELDS = (
+    "title",
+    "description",
+    "start_time",
+    "end_time",
+    "capacity",
+    "max_seats_per_booking",
+    "hold_ttl_seconds",
+)
 
 
 def schedule_errors(
@@ -53,6 +61,8 @@ def create_event(
     end_time: datetime,
     capacity: int,
     description: str = "",
+    max_seats_per_booking: int = 10,
+    hold_ttl_seconds: int | None = None,
 ) -> Event:
     """Publish a new event owned by the organizer."""
     _require_valid_schedule(start_time=start_time, end_time=end_time)
@@ -64,6 +74,11 @@ def create_event(
         end_time=end_time,
         capacity=capacity,
         booked_count=0,
+        held_count=0,
+        waitlist_length=0,
+        max_seats_per_booking=max_seats_per_booking,
+        hold_ttl_seconds=hold_ttl_seconds,
+        lapsed_hold_seats=0,
     )
     with db.transaction() as session:
         session.add(event)
@@ -76,6 +91,7 @@ def create_event(
             entity_id=event.id,
             details={"title": title, "capacity": capacity},
         )
+        session.refresh(event)  # every column, for the answer after the session closes
     return event
 
 
@@ -143,14 +159,21 @@ def _apply_event_changes(actor: User, event_id: int, changes: dict[str, Any]) ->
                 end_time=changes.get("end_time", event.end_time),
                 start_changed="start_time" in changes and changes["start_time"] != event.start_time,
             )
-        if changes.get("capacity", event.capacity) < event.booked_count:
+        at = seating.now()
+        if "capacity" in changes and event.waitlist_length == 0:
+            seating.reclaim_lapsed_holds(session, event, at)
+        taken = event.booked_count + event.held_count
+        if changes.get("capacity", event.capacity) < taken:
             raise CapacityBelowBookings(
-                f"{event.booked_count} seats are booked; capacity cannot go below that."
+                f"{event.booked_count} seats are booked and {event.held_count} held; "
+                "capacity cannot go below that."
             )
         before = {key: _jsonable(getattr(event, key)) for key in changes}
         for key, value in changes.items():
             setattr(event, key, value)
         session.flush()
+        if changes.get("capacity", event.capacity) > before.get("capacity", event.capacity):
+            waitlist.offer_freed_seats(session, event, at, freed_at=at)  # new seats
         history.record(
             session,
             user_id=actor.id,
@@ -162,6 +185,7 @@ def _apply_event_changes(actor: User, event_id: int, changes: dict[str, Any]) ->
                 "after": {key: _jsonable(value) for key, value in changes.items()},
             },
         )
+        session.refresh(event)  # every column, for the answer after the session closes
     return event
 
 

@@ -13,8 +13,25 @@ from booking_service.extensions import db
 from booking_service.models import HistoryEntry
 from booking_service.services import Page, paginate
 
-ACTIONS = ("register", "login", "logout", "create", "update", "delete", "cancel", "reactivate")
-ENTITY_TYPES = ("user", "event", "booking")
+ACTIONS = (
+    "register",
+    "login",
+    "logout",
+    "create",
+    "update",
+    "delete",
+    "cancel",
+    "reactivate",
+    "seats",  # a booking's seats changed
+    "hold",
+    "confirm",
+    "release",
+    "expire",
+    "join",  # the waitlist
+    "leave",
+    "offer",
+)
+ENTITY_TYPES = ("user", "event", "booking", "hold", "waitlist_entry")
 
 # The shape of a history row, written in two ways: ``record`` adds one row from Python, and
 # ``entries_sql`` builds the INSERT that statements writing many at once use (the seat
@@ -26,9 +43,10 @@ def _check(action: str, entity_type: str) -> None:
         raise ValueError(f"unknown history entry {action!r} {entity_type!r}")
 
 
-def booking_details(*, event_id: int | str) -> dict[str, Any]:
-    """The ``details`` of a booking's entries (a value, or an SQL expression for entries_sql)."""
-    return {"event_id": event_id}
+def seat_details(*, event_id: int | str, seats: int | str, **more: Any) -> dict[str, Any]:
+    """The ``details`` of a booking's, hold's or waitlist entry's entries: which event, how many
+    seats, and anything ``more`` (values, or SQL expressions for entries_sql)."""
+    return {"event_id": event_id, "seats": seats, **more}
 
 
 def entries_sql(

@@ -25,103 +25,136 @@ from booking_service.errors import AlreadyBooked, DomainError
 from booking_service.extensions import StoredFunction, db
 from booking_service.locking import locks
 from booking_service.models import ONE_ACTIVE_BOOKING_INDEX, Booking
-from booking_service.services import history
+from booking_service.services import history, seating
 from booking_service.services.snapshots import event_snapshots
 
-# Seats, bookings and history for a batch of customers in one statement: one round trip and one
-# commit while the lock is held, kept as a stored function so that the holder does not plan it
-# each time. Per requested customer, in request order, it answers the booking; or
-# already_booked (an active booking exists, or the customer asked earlier in the batch); or
-# neither: no seat (full, started or gone; the caller then asks why). The free seats are read
-# from the statement's snapshot and the seat update re-checks them on the row it locks: if a
-# booking that bypassed the lock (a lost lease) took seats in between, the update matches
-# nothing and ``raced`` says so; the CHECK on booked_count stands behind both.
+# Seats, bookings and history for a batch of requests in one call: one round trip and one
+# commit while the lock is held, a stored function whose plans PostgreSQL keeps. It locks the
+# event row first, so whatever else changes the event's seats (cancel, a hold, a booking that
+# bypassed the Redis lock after losing its lease) runs strictly before or after it. Then, per
+# request in arrival order, all or nothing: the booking of the seats asked for; or
+# already_booked (an active booking exists, or the customer asked earlier in the batch); or no
+# booking, with ``available`` the seats a newcomer could have had (the caller explains). Free
+# seats are capacity - booked - held; none while anyone waits on the waitlist (its turn comes
+# first, services/waitlist.py); holds past their expiry give theirs back first, here and now,
+# unless someone waits (then the sweeper offers them to the waitlist).
+_BOOKING_HISTORY = history.entries_sql(
+    rows="(SELECT b.id AS id, b.customer_id AS customer_id, b.event_id AS event_id, "
+    "b.seats AS seats) AS booking",
+    user_id="customer_id",
+    action="create",
+    entity_type="booking",
+    entity_id="id",
+    details=history.seat_details(event_id="event_id", seats="seats"),
+)
+_LAPSED_HOLD_HISTORY = history.entries_sql(
+    rows="lapsed",
+    user_id="customer_id",
+    action="expire",
+    entity_type="hold",
+    entity_id="id",
+    details=history.seat_details(event_id="event_id", seats="seats"),
+)
 TAKE_SEATS = StoredFunction(
     "take_seats",
-    f"""
-    WITH request AS (
-        SELECT customer_id, position
-          FROM unnest(CAST(:customer_ids AS bigint[])) WITH ORDINALITY AS r(customer_id, position)
-    ), eligible AS (
-        SELECT DISTINCT ON (customer_id) customer_id, position
-          FROM request
-         -- A scalar subquery, not NOT EXISTS: the planner would turn that into an anti-join
-         -- reading every active booking of the event; this is one index probe per request.
-         WHERE (SELECT 1 FROM bookings
-                 WHERE event_id = :event_id AND customer_id = request.customer_id
-                   AND status = 'active') IS NULL
-         ORDER BY customer_id, position
-    ), granted AS (
-        SELECT customer_id, position FROM eligible
-         ORDER BY position
-         LIMIT coalesce((SELECT greatest(capacity - booked_count, 0)
-                           FROM events WHERE id = :event_id), 0)
-    ), seat AS (
+    body=f"""
+DECLARE
+    ev events%ROWTYPE;
+    b bookings%ROWTYPE;
+    free integer := 0;
+    reclaimed integer := 0;
+    taken integer := 0;
+    seen bigint[] := '{{}}';
+BEGIN
+    SELECT * INTO ev FROM events WHERE id = p_event_id FOR UPDATE;
+    IF FOUND AND ev.start_time > now() THEN
+        IF ev.waitlist_length = 0 THEN
+            WITH lapsed AS (
+                UPDATE holds SET status = 'expired', updated_at = now()
+                 WHERE event_id = p_event_id AND status = 'held' AND expires_at <= now()
+             RETURNING id, customer_id, event_id, seats, waitlist_entry_id
+            ), offer AS (
+                UPDATE waitlist_entries SET status = 'expired', updated_at = now()
+                 WHERE id IN (SELECT waitlist_entry_id FROM lapsed)
+            ), entry AS ({_LAPSED_HOLD_HISTORY})
+            SELECT coalesce(sum(seats), 0) INTO reclaimed FROM lapsed;
+            free := ev.capacity - ev.booked_count - ev.held_count + reclaimed;
+        END IF;
+    END IF;
+    FOR i IN 1 .. cardinality(p_customer_ids) LOOP
+        IF p_customer_ids[i] = ANY(seen) OR EXISTS (
+            SELECT 1 FROM bookings
+             WHERE event_id = p_event_id AND customer_id = p_customer_ids[i]
+               AND status = 'active'
+        ) THEN
+            RETURN QUERY SELECT true, free, NULL::bigint, NULL::bigint, NULL::bigint,
+                NULL::varchar, NULL::integer, NULL::timestamptz, NULL::timestamptz;
+        ELSIF p_seats[i] <= free THEN
+            INSERT INTO bookings (event_id, customer_id, status, seats, created_at, updated_at)
+            VALUES (p_event_id, p_customer_ids[i], 'active', p_seats[i], now(), now())
+            RETURNING * INTO b;
+            {_BOOKING_HISTORY};
+            free := free - p_seats[i];
+            taken := taken + p_seats[i];
+            RETURN QUERY SELECT false, free, b.id, b.event_id, b.customer_id, b.status,
+                b.seats, b.created_at, b.updated_at;
+        ELSE
+            RETURN QUERY SELECT false, free, NULL::bigint, NULL::bigint, NULL::bigint,
+                NULL::varchar, NULL::integer, NULL::timestamptz, NULL::timestamptz;
+        END IF;
+        seen := seen || p_customer_ids[i];
+    END LOOP;
+    IF taken > 0 OR reclaimed > 0 THEN
         UPDATE events
-           SET booked_count = booked_count + (SELECT count(*) FROM granted), updated_at = now()
-         WHERE id = :event_id AND start_time > now()
-           AND booked_count + (SELECT count(*) FROM granted) <= capacity
-           AND EXISTS (SELECT 1 FROM granted)
-     RETURNING id, capacity - booked_count AS seats_left
-    ), booking AS (
-        INSERT INTO bookings (event_id, customer_id, status, created_at, updated_at)
-        SELECT seat.id, granted.customer_id, 'active', now(), now()
-          FROM granted CROSS JOIN seat
-         ORDER BY granted.position
-     RETURNING id, event_id, customer_id, status, created_at, updated_at
-    ), entry AS ({
-        history.entries_sql(
-            rows="booking",
-            user_id="customer_id",
-            action="create",
-            entity_type="booking",
-            entity_id="id",
-            details=history.booking_details(event_id="event_id"),
-        )
-    })
-    SELECT eligible.position IS NULL AS already_booked,
-           EXISTS (SELECT 1 FROM granted) AND NOT EXISTS (SELECT 1 FROM seat) AS raced,
-           (SELECT seats_left FROM seat) AS seats_left,
-           booking.id, booking.event_id, booking.customer_id, booking.status,
-           booking.created_at, booking.updated_at
-      FROM request
-      LEFT JOIN eligible USING (position)
-      LEFT JOIN booking ON booking.customer_id = eligible.customer_id
-     ORDER BY request.position
-    """,
+           SET booked_count = booked_count + taken, held_count = held_count - reclaimed,
+               updated_at = now()
+         WHERE id = p_event_id;
+    END IF;
+END""",
     returns=(
-        "TABLE (already_booked boolean, raced boolean, seats_left integer, id bigint, "
-        "event_id bigint, customer_id bigint, status varchar, created_at timestamptz, "
+        "TABLE (already_booked boolean, available integer, id bigint, event_id bigint, "
+        "customer_id bigint, status varchar, seats integer, created_at timestamptz, "
         "updated_at timestamptz)"
     ),
     event_id="bigint",
     customer_ids="bigint[]",
+    seats="integer[]",
 )
 
-_BOOKING_COLUMNS = ("id", "event_id", "customer_id", "status", "created_at", "updated_at")
+_BOOKING_COLUMNS = (
+    "id", "event_id", "customer_id", "status", "seats", "created_at", "updated_at"
+)  # fmt: skip
 
 
 @dataclass
 class SeatRequest:
-    """One customer's request for a seat, and its outcome once its batch has run."""
+    """One customer's request for seats, and its outcome once its batch has run."""
 
     customer_id: int
+    seats: int = 1
     booking: Booking | None = None
+    available: int = 0  # without a booking: the seats a newcomer could have had
     already_booked: bool = False
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
-    def outcome(self, event_id: int) -> Booking | None:
-        """The booking; None when there was no seat. Raises the batch's failure, if any."""
+    def outcome(self, event_id: int) -> SeatRequest:
+        """This request, answered: ``booking``, or None and ``available`` when there was no
+        seat. Raises the batch's failure, if any, or AlreadyBooked."""
         if isinstance(self.error, DomainError):
             # A fresh exception per request: one object raised in several threads would share
             # (and garble) its traceback.
-            raise type(self.error)(self.error.detail, errors=self.error.errors)
+            raise type(self.error)(
+                self.error.detail, errors=self.error.errors, **self.error.extensions
+            )
         if self.error is not None:
             raise self.error
         if self.already_booked:
-            raise AlreadyBooked(f"You already have an active booking for event {event_id}.")
-        return self.booking
+            raise AlreadyBooked(
+                f"You already have an active booking for event {event_id}; change its seats "
+                "with PATCH /api/v1/bookings/{id}."
+            )
+        return self
 
 
 def take_seats(event_id: int, requests: list[SeatRequest]) -> None:
@@ -132,41 +165,37 @@ def take_seats(event_id: int, requests: list[SeatRequest]) -> None:
         with db.single_write() as connection:
             rows = TAKE_SEATS.execute(
                 connection,
-                {"event_id": event_id, "customer_ids": [r.customer_id for r in requests]},
+                {
+                    "event_id": event_id,
+                    "customer_ids": [r.customer_id for r in requests],
+                    "seats": [r.seats for r in requests],
+                },
             ).all()
     except IntegrityError as error:
-        # Only without the lock's serialization (a lost lease, LOCK_STRATEGY=none): another
-        # transaction booked one of these customers after this statement's snapshot.
+        # Only if a writer that skips the event row lock booked one of these customers
+        # meanwhile (none of the service's does): alone, each request gets an exact answer.
         if len(requests) > 1:
-            _one_at_a_time(event_id, requests)
+            for request in requests:
+                take_seats(event_id, [request])
             return
         if is_one_active_violation(error):
             requests[0].already_booked = True
             return
         raise
-    if len(requests) > 1 and rows[0].raced:
-        # Nothing was written (the seat update matched no row); alone, each gets an exact answer.
-        _one_at_a_time(event_id, requests)
-        return
-    if rows[0].seats_left == 0:
-        # This statement took the last seat: drop the snapshot that still shows free seats,
-        # so that the requests behind it learn "sold out" before the lock.
+    if rows and rows[-1].available == 0:
+        # The last seat is gone: drop the snapshot that still shows free seats, so that the
+        # requests behind this batch learn "sold out" before the lock.
         event_snapshots.forget(event_id)
     for request, row in zip(requests, rows, strict=True):
         request.already_booked = row.already_booked
+        request.available = row.available
         if row.id is not None:
             request.booking = Booking(**{name: getattr(row, name) for name in _BOOKING_COLUMNS})
 
 
-def _one_at_a_time(event_id: int, requests: list[SeatRequest]) -> None:
-    for request in requests:
-        take_seats(event_id, [request])
-
-
 def is_one_active_violation(error: IntegrityError) -> bool:
     """True when the error is the partial unique index: an active booking already exists."""
-    diag = getattr(error.orig, "diag", None)
-    return getattr(diag, "constraint_name", None) == ONE_ACTIVE_BOOKING_INDEX
+    return seating.violates(error, ONE_ACTIVE_BOOKING_INDEX)
 
 
 class SeatQueue:
@@ -182,9 +211,9 @@ class SeatQueue:
         # Without the lock there is no leader to wait behind: every request runs on its own.
         self.max_batch = 1 if config["LOCK_STRATEGY"] == "none" else int(config["SEAT_BATCH_MAX"])
 
-    def take(self, *, event_id: int, customer_id: int) -> Booking | None:
-        """Take a seat for the customer: the booking, or None when no seat was free."""
-        request = SeatRequest(customer_id)
+    def take(self, *, event_id: int, customer_id: int, seats: int = 1) -> SeatRequest:
+        """Take ``seats`` for the customer, all or none: the answered request."""
+        request = SeatRequest(customer_id, seats)
         with self._guard:
             batch = self._open.get(event_id)
             leads = batch is None or len(batch) >= self.max_batch

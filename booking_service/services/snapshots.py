@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import bindparam, select
 
 from booking_service.extensions import REDIS_ERRORS, db, redis_client
-from booking_service.models import Event
+from booking_service.models import LAPSED_HOLD_SEATS, Event
 from booking_service.services import MAX_ID
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,10 @@ BOOKABLE_MAX_AGE_SECONDS = 60.0
 # than max_age can match anyway).
 VERSION_KEY_SECONDS = 7 * 24 * 3600
 
-_EVENT_BY_ID = select(*Event.__table__.columns).where(Event.id == bindparam("event_id"))
+# With the seats of holds past their expiry, which every read leaves out (Event.seats_held).
+_EVENT_BY_ID = select(*Event.__table__.columns, LAPSED_HOLD_SEATS.label("lapsed_hold_seats")).where(
+    Event.id == bindparam("event_id")
+)
 
 
 def version_key(event_id: int) -> str:
@@ -115,17 +118,18 @@ class EventSnapshots:
 
     # --- snapshots -------------------------------------------------------------------------
 
-    def recent(self, event_id: int, *, version: int | None = None) -> Event | None:
+    def recent(self, event_id: int, *, version: int | None = None, seats: int = 1) -> Event | None:
         """The event from a snapshot that may answer for it, else read now; None if missing.
 
-        ``version``: the change counter the request read (None: unknown). A refusing snapshot
-        answers only with the same counter; a bookable one for up to a minute.
+        ``version``: the change counter the request read (None: unknown). A snapshot that
+        would refuse ``seats`` answers only with the same counter; one that lets the request
+        through, for up to a minute.
         """
         cached = self._snapshots.get(event_id)
         if cached is not None:
             read_at, event, read_version = cached
             age = time.monotonic() - read_at
-            if event.takes_bookings_at(datetime.now(UTC)):
+            if event.takes_bookings_at(datetime.now(UTC), seats):
                 if age < BOOKABLE_MAX_AGE_SECONDS:
                     return event
             elif age < self.max_age and version is not None and version == read_version:

@@ -28,7 +28,7 @@ def unreachable_redis() -> redis.Redis:
 
 
 BOOKINGS = f"{API}/bookings"
-BOOKING_FIELDS = {"id", "event_id", "customer_id", "status", "created_at", "updated_at"}
+BOOKING_FIELDS = {"id", "event_id", "customer_id", "status", "seats", "created_at", "updated_at"}
 
 
 def snapshot(event_id: int) -> tuple[int, int, int]:

@@ -108,7 +108,7 @@ def test_booking_lifecycle_is_recorded(client: FlaskClient, org: dict[str, Any],
         ("cancel", "booking", booking["id"]),
         ("create", "booking", booking["id"]),
     ]
-    assert all(e["details"] == {"event_id": event["id"]} for e in entries)
+    assert all(e["details"] == {"event_id": event["id"], "seats": 1} for e in entries)
 
 
 def test_bookings_are_recorded_for_the_customer_not_the_organizer(

@@ -158,7 +158,7 @@ def test_docs_render_in_a_browser_under_the_policy(instance: AppInstance, page: 
         timeout=180,
     )
     # The operation summaries only appear once the page's scripts ran and fetched the spec.
-    assert "Book one seat on an event" in result.stdout, result.stderr[-3000:]
+    assert "Book seats on an event" in result.stdout, result.stderr[-3000:]
     violations = [
         line
         for line in result.stderr.splitlines()

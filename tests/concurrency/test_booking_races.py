@@ -79,6 +79,10 @@ def test_sixty_customers_race_for_ten_seats(cluster: Cluster, lock_redis: Any, c
         "active_rows": 10,
         "booking_rows": 10,
         "duplicate_active": 0,
+        "booked_seats": 10,
+        "held_count": 0,
+        "held_seats": 0,
+        "waitlist_length": 0,
     }
     winners = {int(o.tag) for o in result.select(status=201)}
     assert {row["customer_id"] for row in bookings_of(event_id=event["id"])} == winners

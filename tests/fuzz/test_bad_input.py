@@ -29,7 +29,16 @@ from tests import factories
 from tests.conftest import TEST_SETTINGS
 from tests.factories import API, PASSWORD, auth
 
-TABLES = ("users", "api_tokens", "events", "bookings", "history_entries", "idempotency_keys")
+TABLES = (
+    "users",
+    "api_tokens",
+    "events",
+    "bookings",
+    "holds",
+    "waitlist_entries",
+    "history_entries",
+    "idempotency_keys",
+)
 METHODS = ("get", "post", "put", "patch", "delete")
 _unique = itertools.count(1)
 
@@ -84,6 +93,8 @@ class World:
     customer: dict[str, Any]
     event_id: int  # the organizer's upcoming event
     booking_id: int  # the customer's cancelled booking on it
+    active_booking_id: int  # the customer's active booking on a second event
+    sold_out_event_id: int  # an event whose one seat someone else booked
 
 
 @pytest.fixture
@@ -95,7 +106,14 @@ def world(app: Flask, client: FlaskClient) -> World:
         f"{API}/bookings/{booking['id']}/cancel", headers=auth(customer["token"])
     )
     assert cancelled.status_code == 200
-    return World(client, organizer, customer, event["id"], booking["id"])
+    second = factories.create_event(client, organizer["token"], capacity=5)
+    active = factories.book(client, customer["token"], second["id"]).get_json()
+    sold_out = factories.create_event(client, organizer["token"], capacity=1)
+    taken = factories.book(client, factories.customer(client)["token"], sold_out["id"])
+    assert taken.status_code == 201
+    return World(
+        client, organizer, customer, event["id"], booking["id"], active["id"], sold_out["id"]
+    )
 
 
 def _future(hours: float) -> str:
@@ -139,6 +157,21 @@ def _valid_request(world: World, method: str, path: str) -> tuple[str, dict[str,
             organizer,
         ),
         ("post", f"{API}/bookings"): (path, {"event_id": world.event_id}, customer),
+        ("patch", f"{API}/bookings/{{booking_id}}"): (
+            f"{API}/bookings/{world.active_booking_id}",
+            {"seats": 2},
+            customer,
+        ),
+        ("post", f"{API}/events/{{event_id}}/holds"): (
+            f"{API}/events/{world.event_id}/holds",
+            {"seats": 1},
+            customer,
+        ),
+        ("post", f"{API}/events/{{event_id}}/waitlist"): (
+            f"{API}/events/{world.sold_out_event_id}/waitlist",
+            {"seats": 1},
+            customer,
+        ),
     }
     assert (method, path) in requests, f"no valid request known for {method.upper()} {path}"
     return requests[(method, path)]

@@ -21,8 +21,14 @@ API = "/api/v1"
 SNAPSHOT_SQL = """
 SELECT e.capacity,
        e.booked_count,
+       e.held_count,
+       e.waitlist_length,
        (SELECT count(*) FROM bookings b
          WHERE b.event_id = e.id AND b.status = 'active') AS active_rows,
+       (SELECT coalesce(sum(b.seats), 0) FROM bookings b
+         WHERE b.event_id = e.id AND b.status = 'active') AS booked_seats,
+       (SELECT coalesce(sum(h.seats), 0) FROM holds h
+         WHERE h.event_id = e.id AND h.status = 'held') AS held_seats,
        (SELECT count(*) FROM bookings b WHERE b.event_id = e.id) AS booking_rows,
        (SELECT count(*) FROM (SELECT 1 FROM bookings b
                                WHERE b.event_id = e.id AND b.status = 'active'

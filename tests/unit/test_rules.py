@@ -16,7 +16,16 @@ NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 
 
-def event(*, capacity: int = 10, booked: int = 0, start: datetime = NOW, hours: int = 2) -> Event:
+def event(
+    *,
+    capacity: int = 10,
+    booked: int = 0,
+    held: int = 0,
+    lapsed: int = 0,
+    waiting: int = 0,
+    start: datetime = NOW,
+    hours: int = 2,
+) -> Event:
     return Event(
         title="t",
         description="",
@@ -24,6 +33,10 @@ def event(*, capacity: int = 10, booked: int = 0, start: datetime = NOW, hours: 
         end_time=start + hours * HOUR,
         capacity=capacity,
         booked_count=booked,
+        held_count=held,
+        lapsed_hold_seats=lapsed,
+        waitlist_length=waiting,
+        max_seats_per_booking=4,
         organizer_id=1,
     )
 
@@ -101,6 +114,29 @@ def test_available_slots_is_capacity_minus_booked(capacity: int, booked: int, sl
 @pytest.mark.parametrize(("booked", "full"), [(0, False), (9, False), (10, True)])
 def test_is_full_when_every_seat_is_booked(booked: int, full: bool):
     assert event(capacity=10, booked=booked).is_full is full
+
+
+@pytest.mark.parametrize(
+    ("booked", "held", "lapsed", "slots"),
+    [(3, 2, 0, 5), (3, 2, 2, 7), (0, 10, 0, 0), (0, 10, 4, 4)],
+)
+def test_held_seats_count_against_capacity_until_their_hold_lapses(
+    booked: int, held: int, lapsed: int, slots: int
+):
+    seen = event(capacity=10, booked=booked, held=held, lapsed=lapsed)
+    assert (seen.seats_held, seen.available_slots) == (held - lapsed, slots)
+
+
+@pytest.mark.parametrize(
+    ("seats", "held", "waiting", "takes"),
+    [(2, 8, 0, True), (3, 8, 0, False), (1, 0, 1, False), (5, 0, 0, False)],
+)
+def test_a_newcomer_gets_seats_only_all_at_once_and_only_if_nobody_waits(
+    seats: int, held: int, waiting: int, takes: bool
+):
+    # 5 > max_seats_per_booking (4): too many for one booking, whatever is free.
+    seen = event(capacity=10, held=held, waiting=waiting, start=NOW + HOUR)
+    assert seen.takes_bookings_at(NOW, seats) is takes
 
 
 def test_is_past_only_once_the_end_is_reached():

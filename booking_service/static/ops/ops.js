@@ -419,6 +419,8 @@
       cell(row, e.held_for_ms === null ? "–" : fmtMs(e.held_for_ms), "num");
       cell(row, e.lease_left_ms === null ? "–" : fmtMs(e.lease_left_ms), "num");
       cell(row, fmtInt(e.waiters), "num" + (e.waiters > 0 ? " hot" : ""));
+      cell(row, e.seats_held === null ? "–" : fmtInt(e.seats_held), "num");
+      cell(row, e.waitlist_length === null ? "–" : fmtInt(e.waitlist_length), "num" + (e.waitlist_length > 0 ? " hot" : ""));
       cell(row, fmtInt(e.acquired), "num");
       cell(row, fmtInt(e.requests), "num");
       cell(row, fmtInt(e.timeouts), "num" + (e.timeouts > 0 ? " hot" : ""));
@@ -449,6 +451,8 @@
       title.appendChild(document.createTextNode(e.title));
       cell(row, new Date(e.start_time).toLocaleString());
       cell(row, fmtInt(e.booked_count) + " / " + fmtInt(e.capacity), "num");
+      cell(row, fmtInt(e.seats_held), "num");
+      cell(row, fmtInt(e.waitlist_length), "num" + (e.waitlist_length > 0 ? " hot" : ""));
       var util = cell(row, "");
       var wrap = document.createElement("div");
       wrap.className = "util";
