@@ -149,10 +149,15 @@ def fill_event(engine: Engine, event_id: int, *, first_customer: int) -> None:
 
 
 def empty_bookings(engine: Engine) -> None:
-    """Remove every booking and its history, and give every event its seats back."""
+    """Remove every booking, hold, waitlist entry and their history; every seat is free."""
     with engine.begin() as connection:
-        connection.execute(text("TRUNCATE bookings, history_entries"))
-        connection.execute(text("UPDATE events SET booked_count = 0 WHERE booked_count <> 0"))
+        connection.execute(text("TRUNCATE bookings, holds, waitlist_entries, history_entries"))
+        connection.execute(
+            text(
+                "UPDATE events SET booked_count = 0, held_count = 0, waitlist_length = 0 "
+                "WHERE booked_count <> 0 OR held_count <> 0 OR waitlist_length <> 0"
+            )
+        )
     analyze(engine)
 
 
@@ -306,16 +311,19 @@ def check_invariants(engine: Engine) -> list[str]:
     """Every broken invariant, as text: the reconciliation queries of the service itself."""
     problems: list[str] = []
     with engine.connect() as connection:
-        for event_id, capacity, booked_count, active in connection.execute(COUNT_DRIFT_SQL):
+        for row in connection.execute(COUNT_DRIFT_SQL):
             problems.append(
-                f"event {event_id}: booked_count={booked_count}, {active} active rows, "
-                f"capacity {capacity}"
+                f"event {row.id}: booked_count={row.booked_count} held_count={row.held_count} "
+                f"waitlist_length={row.waitlist_length}, rows {row.booked_rows} booked "
+                f"{row.held_rows} held {row.waiting_rows} waiting, capacity {row.capacity}"
             )
         for event_id, customer_id, rows in connection.execute(DUPLICATE_ACTIVE_SQL):
             problems.append(f"event {event_id}: customer {customer_id} has {rows} active rows")
-        over = connection.scalar(text("SELECT count(*) FROM events WHERE booked_count > capacity"))
+        over = connection.scalar(
+            text("SELECT count(*) FROM events WHERE booked_count + held_count > capacity")
+        )
         if over:
-            problems.append(f"{over} events have booked_count > capacity")
+            problems.append(f"{over} events have more seats booked and held than capacity")
     return problems
 
 

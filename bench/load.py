@@ -184,27 +184,22 @@ def _parse_wrk(stdout: str, stopped_early: bool) -> LoadResult:
 # --- pgbench ---------------------------------------------------------------------------------
 
 
-def pgbench_script(*, as_stored_function: bool = True) -> str:
+def pgbench_script() -> str:
     """The service's booking transaction as pgbench runs it: TAKE_SEATS, on its own.
 
     The service calls the stored function outside an explicit transaction (autocommit: the
-    statement is the transaction); pgbench does the same with no BEGIN/COMMIT around it.
-    ``as_stored_function=False`` runs the statement itself, prepared by pgbench
-    (``--protocol=prepared``), as the service did before it went through PgBouncer. The
+    statement is the transaction); pgbench does the same with no BEGIN/COMMIT around it. The
     customer is a per-client counter (variables persist across a client's transactions), so
     every transaction books a distinct customer and never hits the one-active-booking index.
     """
-    # One customer per transaction, as the service runs it for a request that queued alone:
-    # the ceiling is the database's, for one booking per commit. pgbench reads the same :name
-    # placeholders as SQLAlchemy's text(); its variables are numbers, so the array is built here.
-    if as_stored_function:
-        sql = f"SELECT * FROM {TAKE_SEATS.name}(:event_id, ARRAY[:customer_id]::bigint[])"
-    else:
-        sql = TAKE_SEATS.sql.strip().replace(":customer_ids", "ARRAY[:customer_id]")
+    # One customer and one seat per transaction, as the service runs a request that queued
+    # alone: the ceiling is the database's, for one booking per commit. pgbench's variables are
+    # numbers, so the arrays are built here.
     return (
         "\\set n :n + 1\n"
         "\\set customer_id :first_customer_id + :client_id * :stride + (:n % :stride)\n"
-        f"{sql};\n"
+        f"SELECT * FROM {TAKE_SEATS.name}(:event_id, ARRAY[:customer_id]::bigint[], "
+        "ARRAY[1]::integer[]);\n"
     )
 
 
@@ -217,7 +212,6 @@ def run_pgbench(
     first_customer_id: int,
     customers: int,
     transactions: int | None = None,
-    as_stored_function: bool = True,
 ) -> LoadResult:
     """Run the booking transaction against one hot event; latencies from pgbench's log.
 
@@ -228,7 +222,7 @@ def run_pgbench(
     stride = customers // clients
     workdir = Path(tempfile.mkdtemp(prefix="bench-pgbench-"))
     script = workdir / "take_seat.sql"
-    script.write_text(pgbench_script(as_stored_function=as_stored_function))
+    script.write_text(pgbench_script())
     command = [
         "pgbench",
         "--no-vacuum",

@@ -1,4 +1,4 @@
-"""Run the benchmark: baselines, scenarios S1-S6, invariant checks, table, JSON and chart.
+"""Run the benchmark: baselines, scenarios S1-S7, invariant checks, table, JSON and chart.
 
     python -m bench.run [--smoke] [--scenarios S1,S2,...] [--strategies redis,none]
                         [--out bench/results] [--profile]
@@ -10,7 +10,9 @@ machine, because absolute numbers on a shared 2-core box say little:
   straight against PostgreSQL with the same number of clients;
 - livez ceiling: GET /livez through the same two gunicorn instances;
 - S6 (only when asked for): S1's sell-out through 2 instances straight to PostgreSQL against
-  the same through 12 instances sharing one PgBouncer in transaction pooling.
+  the same through 12 instances sharing one PgBouncer in transaction pooling;
+- S7: the hot event's seats held and confirmed at once, customer after customer, as confirmed
+  bookings/s against S1's bookings/s (two requests and two lock holds per seat instead of one).
 
 Exit status: 0 when every scenario ran and no invariant was broken; 1 otherwise.
 """
@@ -65,7 +67,7 @@ class Row:
     """One line of the results table: a baseline or a scenario under one lock strategy."""
 
     key: str  # e.g. "S1/redis"
-    scenario: str  # B1, B2, S1..S5
+    scenario: str  # B1, B2, S1..S7
     strategy: str | None
     title: str
     metric: str  # what ``value`` counts
@@ -325,6 +327,30 @@ class Bench:
             load=result.as_dict(),
             bookings_per_s=rate.per_second,
             reads_per_s=(result.requests - result.count(201)) / result.duration_s,
+        )
+
+    def s7_hold_confirm(self, row: Row) -> None:
+        """S7: the hot event's seats held and at once confirmed, customer after customer."""
+        [event] = db.create_events(self.engine, count=1, capacity=ROOMY, title="S7")
+        since = db.clock(self.engine)
+        with db.ActivitySampler(self.engine, BENCH_REDIS_URL) as activity:
+            result = self.wrk(
+                "hold_confirm.lua",
+                connections=self.sizes.clients,
+                duration=self.sizes.duration,
+                env={"event_id": event, **self.customers()},
+            )
+        rate = db.booking_rate(self.engine, event, event, since=since)
+        row.value = rate.per_second
+        row.p50_ms, row.p99_ms = result.latency_ms.get("p50"), result.latency_ms.get("p99")
+        row.errors = unexpected(result)
+        counts = db.event_counts(self.engine, event)
+        row.details.update(
+            load=result.as_dict(),
+            confirmed=rate.bookings,
+            holds_created=result.count(201) - rate.bookings,
+            event=counts,
+            where_requests_wait=activity.summary(),
         )
 
     def s5_growth(self, row: Row) -> None:
@@ -592,7 +618,7 @@ class Bench:
         self.compute_ratios()
 
     def run_two_instances(self, scenarios: list[str], strategies: list[str], primary: str) -> None:
-        """The baselines and S1-S5 on the two instances, once per lock strategy."""
+        """The baselines and S1-S5 and S7 on the two instances, once per lock strategy."""
         # The secondary strategy first, so the primary one ends the run with S5's big table.
         order = [s for s in strategies if s != primary] + [primary]
         self.measure(
@@ -624,6 +650,12 @@ class Bench:
                         Row(f"S3/{strategy}", "S3", strategy, "many events", "bookings/s"),
                         lambda row, s=strategy: self.s3_spread(row, s),
                     )
+                if "S7" in scenarios and is_primary:
+                    self.measure(
+                        Row(f"S7/{strategy}", "S7", strategy, "hold → confirm, hot event",
+                            "confirmed/s"),
+                        self.s7_hold_confirm,
+                    )  # fmt: skip
                 if "S4" in scenarios and is_primary:
                     self.measure(
                         Row(f"S4/{strategy}", "S4", strategy, "mixed 90% reads", "requests/s"),
@@ -647,6 +679,9 @@ class Bench:
                 row.ratio, row.ratio_to = _ratio(row.value, pg.value), "pgbench"
             if row.scenario in ("S2", "S4") and livez:
                 row.ratio, row.ratio_to = _ratio(row.value, livez.value), "livez"
+            if row.scenario == "S7":
+                s1 = by_key.get(f"S1/{row.strategy}")
+                row.ratio, row.ratio_to = _ratio(row.value, s1.value if s1 else None), "S1"
             if row.scenario == "S3":
                 s1 = by_key.get(f"S1/{row.strategy}")
                 row.details["vs_S1"] = _ratio(row.value, s1.value if s1 else None)
@@ -729,8 +764,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scenarios",
         default=",".join(DEFAULT_SCENARIOS),
-        help="comma-separated subset of S1..S6 (default S1..S5; S6 starts 14 instances and a "
-        "PgBouncer)",
+        help="comma-separated subset of S1..S7 (default all but S6, which starts 14 instances "
+        "and a PgBouncer)",
     )
     parser.add_argument(
         "--strategies",

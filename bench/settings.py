@@ -101,9 +101,9 @@ SMOKE = Sizes(
     scaleout_start_timeout=60.0,
 )
 
-SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6")
+SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7")
 # S6 starts 14 more instances and a PgBouncer: only when asked for (--scenarios S6).
-DEFAULT_SCENARIOS = ("S1", "S2", "S3", "S4", "S5")
+DEFAULT_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S7")
 STRATEGIES = ("redis", "none")
 
 

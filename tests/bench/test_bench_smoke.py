@@ -29,6 +29,7 @@ EXPECTED_ROWS = {
     "S3/none",
     "S4/redis",
     "S5/redis",
+    "S7/redis",
 }
 
 
