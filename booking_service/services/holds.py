@@ -7,7 +7,8 @@ of ``confirmed``, ``released`` or ``expired`` under the event's row lock, in the
 that changes the counter. Expiry needs no request: the sweeper (services/sweeper.py) releases
 holds past their expiry, and any flow that takes the event's lock reclaims them first as well;
 meanwhile every read already leaves them out (Event.seats_held). Creating, confirming and
-releasing take the event's Redis lock like a booking: without Redis they answer 503.
+releasing take the event's Redis lock like a booking: without Redis they answer 503. Like a
+booking too, a hold the event has no seats for is refused before the lock.
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ HELD = HoldStatus.HELD.value
 
 def create_hold(*, customer: User, event_id: int, seats: int) -> Hold:
     """Hold ``seats`` on the event for the customer, all or none, until it expires."""
+    # Cheap refusal first, as for a booking: without it every hold tried on a sold-out event
+    # queues for the event lock and runs a transaction just to be told "full", and in a storm
+    # the confirms and releases behind those refusals time out (503 lock_timeout). A refusing
+    # snapshot is never reused here (no change counter is read), so this reads the event now.
+    shown = event_snapshots.recent(event_id, seats=seats)
+    seating.refuse_unless_bookable(seating.existing(shown, event_id), seating.now(), seats)
     with locks.hold(event_id), db.transaction() as session:
         at = seating.now()
         event = seating.lock_event_row(session, event_id)

@@ -10,10 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import redis
+import redis_lock
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from booking_service.extensions import db
+from booking_service.locking import lock_name
 from booking_service.services import holds, invariants
 from booking_service.services.waitlist import MAX_PASSES
 from tests import factories as f
@@ -185,6 +188,23 @@ def test_an_expired_hold_shows_as_free_at_once_and_comes_back_exactly_once(
     assert (after["booked_count"], after["held_count"]) == (2, 0)
     actions = [e["action"] for e in f.history(client, first, entity_type="hold")]
     assert actions.count("expire") == 1
+
+
+def test_a_hold_on_a_sold_out_event_is_refused_without_waiting_for_the_lock(
+    client: FlaskClient, redis_conn: redis.Redis
+) -> None:
+    sold = event(client, capacity=1)
+    first, second = customers(client, 2)
+    assert book(client, first, sold["id"]).status_code == 201
+    # The event's lock is busy (a long batch, a queue of confirms): a refusal needs no lock.
+    busy = redis_lock.Lock(redis_conn, lock_name(sold["id"]), expire=30)
+    assert busy.acquire(blocking=False)
+    try:
+        problem = f.assert_problem(hold(client, second, sold["id"]), 409, "event_full")
+    finally:
+        busy.release()
+    assert problem["available_slots"] == 0
+    assert f.count_rows("holds", event_id=sold["id"]) == 0
 
 
 def test_confirming_a_lapsed_hold_expires_it_and_says_so(client: FlaskClient) -> None:
