@@ -33,7 +33,10 @@ threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 10
-keepalive = 5
+# An idle keep-alive connection is closed after this. Behind a proxy that keeps connections to
+# the app open, keep it above the proxy's idle timeout, or the proxy reuses a connection just
+# as the app closes it and the client gets a 502.
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE_SECONDS", "5"))
 accesslog = os.environ.get("ACCESS_LOG") or None
 # Spelled out so that no header can creep in: no Authorization, no cookies, no query string
 # (%(U)s is the path alone). Client address, time, method, path, status, size, duration (µs).

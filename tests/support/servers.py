@@ -167,6 +167,9 @@ class AppInstance(Managed):
             "GUNICORN_THREADS": str(self.threads),
             "INSTANCE_NAME": self.name,
             "PROMETHEUS_MULTIPROC_DIR": str(Path(self._dir) / "metrics"),
+            # Clients open their connections before a barrier that may take seconds on a
+            # loaded machine; a connection the instance closed meanwhile would be reset.
+            "GUNICORN_KEEPALIVE_SECONDS": self.env.get("GUNICORN_KEEPALIVE_SECONDS", "120"),
         }
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
