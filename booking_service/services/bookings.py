@@ -111,17 +111,7 @@ def _own_booking_locked(
 def _own_booking_event_id(
     customer: User, booking_id: int, *, session: Session | None = None
 ) -> int:
-    """The event of the customer's booking (in ``session``, or a read of its own)."""
-    query = select(Booking.event_id).where(
-        Booking.id == booking_id, Booking.customer_id == customer.id
-    )
-    if booking_id > MAX_ID:
-        event_id = None
-    elif session is not None:
-        event_id = session.scalar(query)
-    else:
-        with db.read_transaction() as reading:
-            event_id = reading.scalar(query)
+    event_id = seating.own_event_id(Booking, booking_id, customer.id, session=session)
     if event_id is None:
         raise BookingNotFound(f"Booking {booking_id} does not exist.")
     return event_id

@@ -235,14 +235,7 @@ def _locked(session: Session, hold_id: int) -> Hold:
 
 
 def _own_hold_event_id(customer: User, hold_id: int) -> int:
-    with db.read_transaction() as session:
-        event_id = (
-            session.scalar(
-                select(Hold.event_id).where(Hold.id == hold_id, Hold.customer_id == customer.id)
-            )
-            if hold_id <= MAX_ID
-            else None
-        )
+    event_id = seating.own_event_id(Hold, hold_id, customer.id)
     if event_id is None:
         raise HoldNotFound(f"Hold {hold_id} does not exist.")
     return event_id

@@ -24,6 +24,7 @@ from booking_service.errors import (
     EventStarted,
     TooManySeats,
 )
+from booking_service.extensions import db
 from booking_service.models import (
     Booking,
     BookingStatus,
@@ -33,7 +34,7 @@ from booking_service.models import (
     WaitlistEntry,
     WaitlistStatus,
 )
-from booking_service.services import history
+from booking_service.services import MAX_ID, history
 
 
 class SeatingSettings:
@@ -48,6 +49,24 @@ settings = SeatingSettings()
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def own_event_id(
+    model: type[Booking | Hold | WaitlistEntry],
+    row_id: int,
+    customer_id: int,
+    *,
+    session: Session | None = None,
+) -> int | None:
+    """The event of the customer's booking, hold or waitlist entry, read before its event
+    is locked (in ``session``, or a read of its own); None when missing or someone else's."""
+    if row_id > MAX_ID:
+        return None
+    query = select(model.event_id).where(model.id == row_id, model.customer_id == customer_id)
+    if session is not None:
+        return session.scalar(query)
+    with db.read_transaction() as reading:
+        return reading.scalar(query)
 
 
 def existing(event: Event | None, event_id: int) -> Event:

@@ -225,16 +225,7 @@ def _own(customer: User) -> Select[tuple[WaitlistEntry]]:
 
 
 def _own_entry_event_id(customer: User, entry_id: int) -> int:
-    with db.read_transaction() as session:
-        event_id = (
-            session.scalar(
-                select(WaitlistEntry.event_id).where(
-                    WaitlistEntry.id == entry_id, WaitlistEntry.customer_id == customer.id
-                )
-            )
-            if entry_id <= MAX_ID
-            else None
-        )
+    event_id = seating.own_event_id(WaitlistEntry, entry_id, customer.id)
     if event_id is None:
         raise WaitlistEntryNotFound(f"Waitlist entry {entry_id} does not exist.")
     return event_id
