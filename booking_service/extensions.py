@@ -6,7 +6,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, ClassVar
 
@@ -395,6 +395,41 @@ class RedisClient:
         if self.client is None:
             raise RuntimeError("Redis used before init_app")
         return self.client
+
+
+def round_trip(client: RedisConnection, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Send ``commands`` in one write and read their raw replies: a pipeline without
+    transaction.
+
+    redis-py's Pipeline object, retry wrapper and reply callbacks cost about as much
+    CPU as the round trip itself; the admission of every booking request makes one, so
+    on a single server or through Sentinel this talks to a pooled connection directly.
+    A cluster client routes each key to its node through a Pipeline. Replies come
+    unconverted (GET bytes, INCR and TTL integers). A connection that fails to answer is
+    retried once on a fresh one, as the client's own retry does after a Redis restart.
+    """
+    if isinstance(client, RedisCluster):
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return pipe.execute()
+    try:
+        return _send_and_read(client.connection_pool, commands)
+    except redis.ConnectionError:
+        # A pooled connection that died with a Redis restart: once more, on a fresh one.
+        return _send_and_read(client.connection_pool, commands)
+
+
+def _send_and_read(pool: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    connection = pool.get_connection()
+    try:
+        connection.send_packed_command(connection.pack_commands(commands))
+        return [connection.read_response() for _ in commands]
+    except BaseException:
+        connection.disconnect()  # replies may be left unread: never reuse it
+        raise
+    finally:
+        pool.release(connection)
 
 
 db = Database()

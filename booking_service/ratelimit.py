@@ -2,7 +2,7 @@
 
 Which views are limited, per what, and how the 429 is documented: ``api/limits.py``. A window
 is one counter key: ``INCR``, ``EXPIRE ... NX`` (the window starts with its first hit) and
-``TTL`` (for ``Retry-After``), three plain commands that may ride in a caller's pipeline, so
+``TTL`` (for ``Retry-After``), three plain commands that may ride in a caller's round trip, so
 that a booking counts itself in the same round trip as its session lookup
 (``services/admission.py``). Every key stands alone: nothing here crosses a Redis Cluster slot.
 
@@ -27,7 +27,7 @@ from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
 
-from booking_service.extensions import REDIS_ERRORS, RedisConnection, redis_client
+from booking_service.extensions import REDIS_ERRORS, RedisConnection, redis_client, round_trip
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,7 @@ class RateLimiter:
             return self.count_locally(counted)
         assert self._client is not None
         try:
-            pipe = self._client.pipeline(transaction=False)
-            self.count_in(pipe, counted)
-            replies = pipe.execute()
+            replies = round_trip(self._client, self.commands(counted))
         except REDIS_ERRORS:
             self.shared_failed()
             return self.count_locally(counted)
@@ -103,12 +101,14 @@ class RateLimiter:
         retry_at = self._shared_retry_at
         return retry_at is None or time.monotonic() >= retry_at
 
-    def count_in(self, pipe: Any, counted: Sequence[Window]) -> None:
-        """Add the commands that count one request to ``pipe`` (REPLIES_PER_WINDOW each)."""
+    @staticmethod
+    def commands(counted: Sequence[Window]) -> list[tuple[Any, ...]]:
+        """The commands that count one request (REPLIES_PER_WINDOW each), for a round trip."""
+        out: list[tuple[Any, ...]] = []
         for window in counted:
-            pipe.incr(window.key)
-            pipe.expire(window.key, window.item.get_expiry(), nx=True)
-            pipe.ttl(window.key)
+            key = window.key
+            out += [("INCR", key), ("EXPIRE", key, window.item.get_expiry(), "NX"), ("TTL", key)]
+        return out
 
     def result(self, counted: Sequence[Window], replies: Sequence[Any]) -> int | None:
         """Read what ``count_in``'s commands answered: None, or the Retry-After seconds."""
@@ -124,10 +124,7 @@ class RateLimiter:
         if self._client is None or not counted:
             return
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for window in counted:
-                pipe.decr(window.key)
-            pipe.execute()
+            round_trip(self._client, [("DECR", window.key) for window in counted])
         except REDIS_ERRORS:
             self.shared_failed()
 

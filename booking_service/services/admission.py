@@ -2,9 +2,9 @@
 
 A booking request first resolves its bearer token (sessions.py), counts itself against its
 user's rate limit (ratelimit.py) and, to refuse exactly from a worker's snapshot, reads the
-event's change counter (snapshots.py). Each is a single-key Redis command; pipelined, the three
-cost one round trip, during a sold-out storm the only one most requests make. Each key is its
-own, so the pipeline is fine on a Redis Cluster too (one round trip per node it touches).
+event's change counter (snapshots.py). Each is a single-key Redis command; sent together, the
+three cost one round trip, during a sold-out storm the only one most requests make. Each key
+is its own, so this works on a Redis Cluster too (one round trip per node it touches).
 
 The rate limit is counted before the token is proven, on the user id the token names. A
 token that turns out not to be live takes its count back, so nobody can use up another user's
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from booking_service.errors import Unauthorized
-from booking_service.extensions import REDIS_ERRORS, redis_client
+from booking_service.extensions import REDIS_ERRORS, redis_client, round_trip
 from booking_service.models import User
 from booking_service.ratelimit import Window, limiter, windows
 from booking_service.services import sessions
@@ -57,13 +57,12 @@ def admit(
     counted: Sequence[Window] = ()
     if rate_limit is not None and user_id is not None and limiter.shared_available():
         counted = windows(rate_limit.limits, rate_limit.scope, f"user:{user_id}")
+    commands = [("GET", sessions.session_key(token_hash))]
+    if event_id is not None:
+        commands.append(event_snapshots.version_command(event_id))
+    commands += limiter.commands(counted)
     try:
-        pipe = redis_client.get().pipeline(transaction=False)
-        pipe.get(sessions.session_key(token_hash))
-        if event_id is not None:
-            event_snapshots.read_version_in(pipe, event_id)
-        limiter.count_in(pipe, counted)
-        replies = pipe.execute()
+        replies = round_trip(redis_client.get(), commands)
     except REDIS_ERRORS:
         limiter.shared_failed()
         user = sessions.resolve(token_hash, None, cache_answered=False)

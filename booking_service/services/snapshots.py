@@ -85,9 +85,10 @@ class EventSnapshots:
 
     # --- the change counter --------------------------------------------------------------
 
-    def read_version_in(self, pipe: Any, event_id: int) -> None:
-        """Add the read of the event's change counter to a caller's pipeline."""
-        pipe.get(version_key(event_id))
+    @staticmethod
+    def version_command(event_id: int) -> tuple[str, str]:
+        """The read of the event's change counter, for a caller's round trip."""
+        return ("GET", version_key(event_id))
 
     @staticmethod
     def version_from(reply: bytes | None) -> int:
