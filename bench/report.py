@@ -48,6 +48,8 @@ def table(result: dict[str, Any]) -> str:
             ratio = f"{row['ratio']:.3f}x {row['ratio_to']}"
         if row["scenario"] == "S3" and row["details"].get("vs_S1") is not None:
             ratio += f"; {row['details']['vs_S1']:.3f}x S1"
+        if row["details"].get("vs_S3_none") is not None:
+            ratio += f"; {row['details']['vs_S3_none']:.3f}x S3/none"
         lines.append(
             [
                 row["key"],

@@ -263,11 +263,13 @@ class Bench:
             )
             db.fill_event(self.engine, event, first_customer=1)
         before = db.event_counts(self.engine, event)
+        # The storm is the rush's customers retrying: signed in, their sessions already in
+        # the cache. A warm-up pass (not measured) is each one's first refusal.
+        env = {"event_id": event, **self.customers(count=self.sizes.storm_customers)}
+        connections = self.sizes.clients
+        self.wrk("booking.lua", connections=connections, duration=self.sizes.warmup, env=env)
         result = self.wrk(
-            "booking.lua",
-            connections=self.sizes.clients,
-            duration=self.sizes.duration,
-            env={"event_id": event, **self.customers()},
+            "booking.lua", connections=connections, duration=self.sizes.duration, env=env
         )
         after = db.event_counts(self.engine, event)
         row.value = result.codes.get("409 event_full", 0) / result.duration_s
@@ -685,6 +687,9 @@ class Bench:
             if row.scenario == "S3":
                 s1 = by_key.get(f"S1/{row.strategy}")
                 row.details["vs_S1"] = _ratio(row.value, s1.value if s1 else None)
+        s3_redis, s3_none = by_key.get("S3/redis"), by_key.get("S3/none")
+        if s3_redis and s3_none:
+            s3_redis.details["vs_S3_none"] = _ratio(s3_redis.value, s3_none.value)
         direct, pooled = by_key.get("S6/direct"), by_key.get("S6/pgbouncer")
         if direct and pooled:
             pooled.ratio, pooled.ratio_to = _ratio(pooled.value, direct.value), "S6/direct"
@@ -708,13 +713,14 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
     def get(key: str) -> Row | None:
         return by_key.get(f"{key}/{primary}") or by_key.get(f"{key}/redis")
 
-    s1, s2, s3, s5 = get("S1"), get("S2"), get("S3"), get("S5")
+    s1, s2, s5 = get("S1"), get("S2"), get("S5")
     s6 = by_key.get("S6/pgbouncer")
+    s3_redis = by_key.get("S3/redis")
     values = {
         "S1_vs_pgbench": s1.ratio if s1 else None,
         "S1_p99_ms": s1.p99_ms if s1 else None,
         "S2_vs_livez": s2.ratio if s2 else None,
-        "S3_vs_S1": s3.details.get("vs_S1") if s3 else None,
+        "S3_redis_vs_none": s3_redis.details.get("vs_S3_none") if s3_redis else None,
         "S5_growth": s5.value if s5 else None,
         "S6_pgbouncer_vs_direct": s6.ratio if s6 else None,
     }

@@ -37,7 +37,7 @@ TARGETS = {
     "S1_vs_pgbench",
     "S1_p99_ms",
     "S2_vs_livez",
-    "S3_vs_S1",
+    "S3_redis_vs_none",
     "S5_growth",
     "S6_pgbouncer_vs_direct",
 }
