@@ -201,6 +201,18 @@ def test_many_held_locks_are_found_and_limit_applies(
     assert client.get(LOCKS, headers=admin, query_string={"limit": 0}).status_code == 422
 
 
+def test_release_works_after_redis_forgot_its_scripts(
+    client: FlaskClient, admin: dict[str, str], organizer_token: str, redis_conn: redis.Redis
+) -> None:
+    event = create_event(client, organizer_token)
+    assert book(client, customer(client)["token"], event["id"]).status_code == 201
+    redis_conn.script_flush()  # as after a Redis restart: EVALSHA answers NOSCRIPT
+    response = book(client, customer(client)["token"], event["id"])
+    assert response.status_code == 201, response.get_json()
+    assert redis_conn.exists(lock_key(event["id"])) == 0
+    assert row_for(lock_view(client, admin), event["id"])["acquired"] == 2
+
+
 def test_broken_statistics_never_fail_a_booking(
     client: FlaskClient, admin: dict[str, str], organizer_token: str, redis_conn: redis.Redis
 ) -> None:
