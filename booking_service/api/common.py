@@ -200,9 +200,9 @@ class Blueprint(flask_smorest.Blueprint):
         return lambda func: problems(self, UnsupportedMediaType)(parse(func))
 
     # flask-smorest's alt_response and doc wrap the view in a function that only calls it
-    # again. An endpoint collects a dozen of them (every ``problems`` status is one), which
-    # cost a sold-out refusal about a tenth of its time; these add the same documentation
-    # to the function itself instead.
+    # again, through ensure_sync. An endpoint collects a dozen of them (every ``problems``
+    # status is one), each a few calls on every request; these put the same documentation
+    # on the function itself, which costs nothing at run time.
 
     def alt_response(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
         """``flask_smorest.Blueprint.alt_response``, documenting without a wrapper."""
