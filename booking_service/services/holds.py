@@ -48,9 +48,7 @@ def create_hold(*, customer: User, event_id: int, seats: int) -> Hold:
     # snapshot is never reused here (no change counter is read), so this reads the event now.
     shown = event_snapshots.recent(event_id, seats=seats)
     seating.refuse_unless_bookable(seating.existing(shown, event_id), seating.now(), seats)
-    with locks.hold(event_id), db.transaction() as session:
-        at = seating.now()
-        event = seating.lock_event_row(session, event_id)
+    with seating.event_locked(event_id) as (session, event, at):
         if event.waitlist_length == 0:
             seating.reclaim_lapsed_holds(session, event, at)
         seating.refuse_unless_bookable(event, at, seats)
@@ -84,9 +82,7 @@ def confirm_hold(*, customer: User, hold_id: int) -> Booking:
     """Book the hold's seats: into the customer's active booking on the event, if any."""
     event_id = _own_hold_event_id(customer, hold_id)
     expired = False
-    with locks.hold(event_id), db.transaction() as session:
-        at = seating.now()
-        event = seating.lock_event_row(session, event_id)
+    with seating.event_locked(event_id) as (session, event, at):
         hold = _locked(session, hold_id)
         if hold.status == HELD and hold.expires_at <= at:
             # Past its expiry before the sweeper got to it: it expires now, its seats go on
@@ -148,20 +144,14 @@ def _confirm(session: Session, customer: User, event: Event, hold: Hold, at: dat
 def release_hold(*, customer: User, hold_id: int) -> None:
     """Give the hold's seats back now (a waitlist offer declined passes them on)."""
     event_id = _own_hold_event_id(customer, hold_id)
-    with locks.hold(event_id), db.transaction() as session:
-        at = seating.now()
-        event = seating.lock_event_row(session, event_id)
+    with seating.event_locked(event_id) as (session, event, at):
         hold = _locked(session, hold_id)
         if hold.status != HELD:
             raise HoldNotHeld(f"Hold {hold_id} is {hold.status}.")
-        hold.status = HoldStatus.RELEASED.value
-        event.held_count -= hold.seats
-        if hold.waitlist_entry_id is not None:
-            entry = session.get(WaitlistEntry, hold.waitlist_entry_id)
-            if entry is not None and entry.status == WaitlistStatus.OFFERED.value:
-                entry.status = WaitlistStatus.LEFT.value  # declined: off the waitlist
-        seating.record(session, customer.id, "release", "hold", hold.id, event_id, hold.seats)
-        metrics.holds_total.labels(outcome="released").inc()
+        # A declined waitlist offer takes its entry off the waitlist.
+        seating.end_hold(
+            session, event, hold, HoldStatus.RELEASED.value, offer_ends_as=WaitlistStatus.LEFT.value
+        )
         waitlist.offer_freed_seats(session, event, at, freed_at=at)
     event_snapshots.announce(event_id)
 

@@ -9,6 +9,8 @@ rows it changes, so they all run strictly one after another, whatever the Redis 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,6 +27,7 @@ from booking_service.errors import (
     TooManySeats,
 )
 from booking_service.extensions import db
+from booking_service.locking import locks
 from booking_service.models import (
     Booking,
     BookingStatus,
@@ -119,6 +122,15 @@ def lock_event_row(session: Session, event_id: int) -> Event:
     return existing(session.get(Event, event_id, with_for_update=True), event_id)
 
 
+@contextmanager
+def event_locked(event_id: int) -> Iterator[tuple[Session, Event, datetime]]:
+    """The event's lock, then a transaction with the event row locked: where a hold or a
+    waitlist change runs. Yields the session, the event and the change's time."""
+    with locks.hold(event_id), db.transaction() as session:
+        at = now()
+        yield session, lock_event_row(session, event_id), at
+
+
 def reclaim_lapsed_holds(session: Session, event: Event, at: datetime) -> int:
     """Expire the event's holds past their expiry (row locked by the caller); return their
     seats. An expired waitlist offer ends its entry too; the caller offers the seats on."""
@@ -132,19 +144,36 @@ def reclaim_lapsed_holds(session: Session, event: Event, at: datetime) -> int:
         .order_by(Hold.id)
         .with_for_update()
     ).all()
-    seats = 0
     for hold in lapsed:
-        hold.status = HoldStatus.EXPIRED.value
-        seats += hold.seats
-        if hold.waitlist_entry_id is not None:
-            entry = session.get(WaitlistEntry, hold.waitlist_entry_id)
-            if entry is not None and entry.status == WaitlistStatus.OFFERED.value:
-                entry.status = WaitlistStatus.EXPIRED.value
-        record(session, hold.customer_id, "expire", "hold", hold.id, event.id, hold.seats)
-        metrics.holds_total.labels(outcome="expired").inc()
-    event.held_count -= seats
+        end_hold(
+            session, event, hold, HoldStatus.EXPIRED.value,
+            offer_ends_as=WaitlistStatus.EXPIRED.value,
+        )  # fmt: skip
     event.lapsed_hold_seats = 0  # counted out of held_count just now
-    return seats
+    return sum(hold.seats for hold in lapsed)
+
+
+# The history action of a hold that ends without a booking, by the status it ends in.
+_HOLD_END_ACTIONS = {HoldStatus.RELEASED.value: "release", HoldStatus.EXPIRED.value: "expire"}
+
+
+def end_hold(
+    session: Session, event: Event, hold: Hold, status: str, *, offer_ends_as: str | None = None
+) -> None:
+    """End a live hold without a booking (released or expired): its seats leave
+    ``held_count``, with its history entry and metric; the caller offers the seats on.
+
+    ``offer_ends_as``: for a waitlist offer, the status its entry ends in, if still offered.
+    """
+    hold.status = status
+    event.held_count -= hold.seats
+    if offer_ends_as is not None and hold.waitlist_entry_id is not None:
+        entry = session.get(WaitlistEntry, hold.waitlist_entry_id)
+        if entry is not None and entry.status == WaitlistStatus.OFFERED.value:
+            entry.status = offer_ends_as
+    action = _HOLD_END_ACTIONS[status]
+    record(session, hold.customer_id, action, "hold", hold.id, event.id, hold.seats)
+    metrics.holds_total.labels(outcome=status).inc()
 
 
 def record(

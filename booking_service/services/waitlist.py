@@ -31,7 +31,6 @@ from booking_service.errors import (
     WaitlistEntryNotFound,
 )
 from booking_service.extensions import db
-from booking_service.locking import locks
 from booking_service.models import (
     ONE_LIVE_ENTRY_INDEX,
     Event,
@@ -122,9 +121,7 @@ def _end(session: Session, event: Event, entry: WaitlistEntry, status: str, acti
 
 def join(*, customer: User, event_id: int, seats: int) -> WaitlistEntry:
     """Put the customer on the event's waitlist for ``seats``; refused while they are free."""
-    with locks.hold(event_id), db.transaction() as session:
-        at = seating.now()
-        event = seating.lock_event_row(session, event_id)
+    with seating.event_locked(event_id) as (session, event, at):
         seating.refuse_unless_open(event, at)
         seating.refuse_too_many(event, seats)
         _refuse_if_waiting(session, customer, event_id)
@@ -164,9 +161,7 @@ def join(*, customer: User, event_id: int, seats: int) -> WaitlistEntry:
 def leave(*, customer: User, entry_id: int) -> None:
     """Leave the waitlist; an offer not yet confirmed is given up and passed on."""
     event_id = _own_entry_event_id(customer, entry_id)
-    with locks.hold(event_id), db.transaction() as session:
-        at = seating.now()
-        event = seating.lock_event_row(session, event_id)
+    with seating.event_locked(event_id) as (session, event, at):
         entry = session.get(WaitlistEntry, entry_id, with_for_update=True)
         if entry is None or entry.status not in LIVE:
             return  # already left, served or expired: nothing to give up
@@ -184,10 +179,7 @@ def _give_up_offer(session: Session, event: Event, entry: WaitlistEntry) -> None
         .with_for_update()
     )
     if hold is not None:
-        hold.status = HoldStatus.RELEASED.value
-        event.held_count -= hold.seats
-        seating.record(session, hold.customer_id, "release", "hold", hold.id, event.id, hold.seats)
-        metrics.holds_total.labels(outcome="released").inc()
+        seating.end_hold(session, event, hold, HoldStatus.RELEASED.value)
 
 
 def get_entry(*, customer: User, entry_id: int) -> WaitlistEntry:
