@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from bench.db import CUSTOMER_ID_OFFSET
-from booking_service.services.seats import TAKE_SEATS
+from booking_service.services.ledger_sql import APPLY_INTENTS
 
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 JSON_MARKER = "BENCH_JSON "
@@ -185,7 +185,8 @@ def _parse_wrk(stdout: str, stopped_early: bool) -> LoadResult:
 
 
 def pgbench_script() -> str:
-    """The service's booking transaction as pgbench runs it: TAKE_SEATS, on its own.
+    """The service's booking transaction as pgbench runs it: the seat ledger's statement with
+    one booking intent, on its own.
 
     The service calls the stored function outside an explicit transaction (autocommit: the
     statement is the transaction); pgbench does the same with no BEGIN/COMMIT around it. The
@@ -198,8 +199,9 @@ def pgbench_script() -> str:
     return (
         "\\set n :n + 1\n"
         "\\set customer_id :first_customer_id + :client_id * :stride + (:n % :stride)\n"
-        f"SELECT * FROM {TAKE_SEATS.name}(:event_id, ARRAY[:customer_id]::bigint[], "
-        "ARRAY[1]::integer[]);\n"
+        f"SELECT * FROM {APPLY_INTENTS.name}(:event_id, jsonb_build_array(jsonb_build_object("
+        "'id', md5(random()::text), 'kind', 'book', 'customer', :customer_id, 'seats', 1)), "
+        "interval '600 seconds', interval '1800 seconds', 20);\n"
     )
 
 

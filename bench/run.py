@@ -6,7 +6,7 @@
 Everything is reported as a ratio against baselines measured in the same run on the same
 machine, because absolute numbers on a shared 2-core box say little:
 
-- pgbench ceiling: the service's own booking transaction (TAKE_SEATS) on one hot event,
+- pgbench ceiling: the service's own booking transaction (the ledger's statement) on one hot event,
   straight against PostgreSQL with the same number of clients;
 - livez ceiling: GET /livez through the same two gunicorn instances;
 - S6 (only when asked for): S1's sell-out through 2 instances straight to PostgreSQL against
@@ -596,7 +596,7 @@ class Bench:
             row.violations.append(f"{result.count(201)} bookings answered 201, capacity {capacity}")
 
     def pgbench_cost(self, event: int, first: int, transactions: int) -> float | None:
-        """Mean latency of TAKE_SEATS from one pgbench client: the database's share."""
+        """Mean latency of the ledger's statement from one pgbench client: the database's share."""
         result = run_pgbench(
             database_url=BENCH_DATABASE_URL,
             clients=1,
@@ -624,7 +624,7 @@ class Bench:
         # The secondary strategy first, so the primary one ends the run with S5's big table.
         order = [s for s in strategies if s != primary] + [primary]
         self.measure(
-            Row("B1/pgbench", "B1", None, "pgbench ceiling (TAKE_SEATS, hot event)",
+            Row("B1/pgbench", "B1", None, "pgbench ceiling (the ledger's statement, hot event)",
                 "bookings/s"),
             self.pgbench_ceiling,
         )  # fmt: skip

@@ -150,6 +150,8 @@ def from_environment() -> dict[str, Any]:
         # interval; another takes over within the lease if it dies. 0 interval: no sweeping.
         "HOLD_TTL_SECONDS": _int("HOLD_TTL_SECONDS", 600, minimum=1),
         "WAITLIST_OFFER_TTL_SECONDS": _int("WAITLIST_OFFER_TTL_SECONDS", 1800, minimum=1),
+        # Seats one customer may hold at once, live holds and offers over all events.
+        "MAX_HELD_SEATS_PER_CUSTOMER": _int("MAX_HELD_SEATS_PER_CUSTOMER", 20, minimum=1),
         "HOLD_SWEEP_INTERVAL_SECONDS": _float("HOLD_SWEEP_INTERVAL_SECONDS", 0.5, minimum=0.0),
         "HOLD_SWEEP_LEASE_SECONDS": _float("HOLD_SWEEP_LEASE_SECONDS", 3.0, minimum=0.5),
         "TOKEN_TTL_HOURS": _int("TOKEN_TTL_HOURS", 24 * 30, minimum=1),

@@ -85,6 +85,10 @@ class TooManySeats(DomainError):
     status, code, title = 422, "too_many_seats", "More seats than one booking may have"
 
 
+class HoldLimitReached(DomainError):
+    status, code, title = 409, "hold_limit_reached", "You hold as many seats as one customer may"
+
+
 class HoldNotFound(DomainError):
     status, code, title = 404, "hold_not_found", "No such hold"
 

@@ -14,12 +14,12 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from booking_service.config import normalize_database_url
-from booking_service.services.seats import TAKE_SEATS
+from booking_service.services.ledger_sql import APPLY_INTENTS
 from booking_service.services.sessions import USER_BY_LIVE_TOKEN
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Every StoredFunction the services define (tests/api/test_stored_functions.py checks).
-STORED_FUNCTIONS = (TAKE_SEATS, USER_BY_LIVE_TOKEN)
+STORED_FUNCTIONS = (APPLY_INTENTS, USER_BY_LIVE_TOKEN)
 
 
 class MigrationRefused(RuntimeError):

@@ -319,6 +319,22 @@ class IdempotencyRecord(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
+class SeatIntent(Base):
+    """A seat change the ledger applied, with its outcome (services/ledger.py): how a request
+    whose change another instance carried out learns what happened, and why a replayed batch
+    changes nothing."""
+
+    __tablename__ = "seat_intents"
+    __table_args__ = (Index("ix_seat_intents_created_at", "created_at"),)  # the purge
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # No foreign key: the entry outlives its event.
+    event_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    outcome: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = _created_at()
+
+
 # Their names are how the services tell these conflicts from other integrity errors.
 ONE_LIVE_HOLD_INDEX = "uq_holds_live_event_customer"
 ONE_LIVE_ENTRY_INDEX = "uq_waitlist_live_event_customer"

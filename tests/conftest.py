@@ -39,7 +39,7 @@ TEST_SETTINGS = {
     "RATE_LIMIT_BOOKINGS": "100000/minute",
 }
 
-TABLES = "history_entries, bookings, events, api_tokens, users"
+TABLES = "history_entries, bookings, events, api_tokens, users, seat_intents"
 
 
 def _recreate_schema(url: str) -> None:

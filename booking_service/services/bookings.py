@@ -15,12 +15,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Select, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from booking_service import metrics
 from booking_service.errors import (
-    AlreadyActive,
     AlreadyBooked,
     BookingNotFound,
     DbUnavailable,
@@ -28,13 +25,10 @@ from booking_service.errors import (
     EventFull,
     LockTimeout,
     LockUnavailable,
-    NotActive,
 )
 from booking_service.extensions import db
-from booking_service.locking import locks
 from booking_service.models import Booking, BookingStatus, Event, Role, User
-from booking_service.services import MAX_ID, Page, paginate, seating, waitlist
-from booking_service.services.seats import is_one_active_violation, seat_queue
+from booking_service.services import MAX_ID, Page, ledger, paginate, seating
 from booking_service.services.snapshots import event_snapshots
 
 ACTIVE = BookingStatus.ACTIVE.value
@@ -47,6 +41,10 @@ _RESULT_BY_ERROR: dict[type[DomainError], str] = {
     LockUnavailable: "unavailable",
     DbUnavailable: "unavailable",
 }
+
+
+# Refusals that a snapshot saying "bookable" should have made: it is read again.
+_SNAPSHOT_WAS_WRONG = frozenset({"event_full", "event_not_found", "event_started", "event_ended"})
 
 
 @contextmanager
@@ -76,156 +74,42 @@ def create_booking(
         # Cheap rejections: no lock, no write, and mostly no read either (a snapshot).
         event = event_snapshots.recent(event_id, version=event_version, seats=seats)
         seating.refuse_unless_bookable(seating.existing(event, event_id), seating.now(), seats)
-        # Behind the event lock, batched with this process's other requests for the event.
-        request = seat_queue.take(event_id=event_id, customer_id=customer.id, seats=seats)
-        if request.booking is None:
+        outcome = ledger.intent_queue.submit(
+            event_id, book := ledger.intent("book", customer_id=customer.id, seats=seats)
+        )
+        if outcome.get("error") in _SNAPSHOT_WAS_WRONG:
             # Explained after the lock is released, from a fresh read that the requests
-            # behind this one then reuse: the reason needs a read, not the lock.
+            # behind this one then reuse (the snapshot that let this one through is stale).
             event = seating.existing(event_snapshots.fresh(event_id), event_id)
             seating.refuse_unless_bookable(event, seating.now(), seats)
-            raise EventFull(
-                f"Event {event_id} has {request.available} free seat(s); {seats} asked for.",
-                available_slots=request.available,
-            )
-        return request.booking
+        return ledger.booking_of(ledger.outcome_of(outcome, book, event_id))
 
 
-@contextmanager
-def _own_booking_locked(
-    customer: User, booking_id: int
-) -> Iterator[tuple[Session, Booking, Event]]:
-    """Open a transaction with the event row, then the booking row, locked.
-
-    Every path that changes a booking locks event before booking, the order a new booking
-    takes them in, so these paths cannot deadlock with each other.
-    """
-    with db.transaction() as session:
-        event_id = _own_booking_event_id(customer, booking_id, session=session)
-        event = session.get(Event, event_id, with_for_update=True)
-        booking = session.get(Booking, booking_id, with_for_update=True)
-        if event is None or booking is None:  # deleted between the two reads
-            raise BookingNotFound(f"Booking {booking_id} does not exist.")
-        yield session, booking, event
-
-
-def _own_booking_event_id(
-    customer: User, booking_id: int, *, session: Session | None = None
-) -> int:
-    event_id = seating.own_event_id(Booking, booking_id, customer.id, session=session)
+def _change(customer: User, booking_id: int, intent: dict[str, Any]) -> Booking:
+    """Apply a change to the customer's booking through the ledger (404 before any lock)."""
+    event_id = seating.own_event_id(Booking, booking_id, customer.id)
     if event_id is None:
         raise BookingNotFound(f"Booking {booking_id} does not exist.")
-    return event_id
-
-
-def _record(session: Session, customer: User, action: str, booking: Booking, **more: int) -> None:
-    seating.record(
-        session, customer.id, action, "booking", booking.id, booking.event_id, booking.seats,
-        **more,
-    )  # fmt: skip
-
-
-@contextmanager
-def _freeing(event_id: int) -> Iterator[None]:
-    """Around a change that frees seats: the event's lock when someone waits for them (the
-    freed seats are offered under it; without Redis that answers 503), else none: freeing a
-    seat needs no lock, and the row lock orders it with everything else either way."""
-    if _has_waitlist(event_id):
-        with locks.hold(event_id):
-            yield
-    else:
-        yield
-    event_snapshots.announce(event_id)  # the freed seats count at once, everywhere
-
-
-def _has_waitlist(event_id: int) -> bool:
-    with db.read_transaction() as session:
-        return bool(session.scalar(select(Event.waitlist_length).where(Event.id == event_id)))
-
-
-def _free_seats(session: Session, event: Event, seats: int) -> None:
-    """Give ``seats`` of an active booking back and offer them to the waitlist, if any."""
-    event.booked_count -= seats
-    at = seating.now()
-    waitlist.offer_freed_seats(session, event, at, freed_at=at)
+    return ledger.booking_of(ledger.submit(event_id, intent))
 
 
 def cancel_booking(*, customer: User, booking_id: int) -> Booking:
     """Cancel an active booking before its event starts, freeing its seats."""
-    with (
-        _freeing(_own_booking_event_id(customer, booking_id)),
-        _own_booking_locked(customer, booking_id) as (session, booking, event),
-    ):
-        if booking.status != ACTIVE:
-            raise NotActive(f"Booking {booking_id} is already cancelled.")
-        seating.refuse_unless_open(event, seating.now())
-        booking.status = CANCELLED
-        session.flush()
-        _record(session, customer, "cancel", booking)
-        _free_seats(session, event, booking.seats)
-    return booking
+    cancel = ledger.intent("cancel", customer_id=customer.id, booking=booking_id)
+    return _change(customer, booking_id, cancel)
 
 
 def change_seats(*, customer: User, booking_id: int, seats: int) -> Booking:
-    """Set the seats of an active booking: fewer frees them at once, more takes the event's
-    lock like a booking (all or nothing, waitlist first)."""
-    event_id = _own_booking_event_id(customer, booking_id)
-    with db.read_transaction() as session:
-        current = session.scalar(select(Booking.seats).where(Booking.id == booking_id))
-    if current is not None and seats <= current:
-        context: Any = _freeing(event_id)
-    else:
-        context = locks.hold(event_id)
-    with context, _own_booking_locked(customer, booking_id) as (session, booking, event):
-        if booking.status != ACTIVE:
-            raise NotActive(f"Booking {booking_id} is cancelled.")
-        at = seating.now()
-        seating.refuse_unless_open(event, at)
-        seating.refuse_too_many(event, seats)
-        before = booking.seats
-        if seats > before:
-            if event.waitlist_length == 0:
-                seating.reclaim_lapsed_holds(session, event, at)
-            seating.refuse_unless_bookable(event, at, seats - before)
-            event.booked_count += seats - before
-        booking.seats = seats
-        session.flush()
-        if seats != before:
-            _record(session, customer, "seats", booking, seats_before=before)
-        if seats < before:
-            _free_seats(session, event, before - seats)
-    return booking
+    """Set the seats of an active booking: fewer frees them, more takes them like a booking
+    (all or nothing, waitlist first)."""
+    change = ledger.intent("change", customer_id=customer.id, booking=booking_id, seats=seats)
+    return _change(customer, booking_id, change)
 
 
 def reactivate_booking(*, customer: User, booking_id: int) -> Booking:
-    """Re-activate a cancelled booking if its seats are free; serialized by the event lock."""
-    event_id = _own_booking_event_id(customer, booking_id)
-    with (
-        locks.hold(event_id),
-        _own_booking_locked(customer, booking_id) as (
-            session,
-            booking,
-            event,
-        ),
-    ):
-        if booking.status == ACTIVE:
-            raise AlreadyActive(f"Booking {booking_id} is already active.")
-        at = seating.now()
-        if event.waitlist_length == 0:
-            seating.reclaim_lapsed_holds(session, event, at)
-        seating.refuse_unless_bookable(event, at, booking.seats)
-        booking.status = ACTIVE
-        event.booked_count += booking.seats
-        try:
-            session.flush()
-        except IntegrityError as error:
-            if is_one_active_violation(error):
-                # The failed flush expired ``event``; reading event.id here would raise.
-                raise AlreadyBooked(
-                    f"You already have another active booking for event {event_id}."
-                ) from error
-            raise
-        _record(session, customer, "reactivate", booking)
-    return booking
+    """Re-activate a cancelled booking if its seats are free."""
+    reactivate = ledger.intent("reactivate", customer_id=customer.id, booking=booking_id)
+    return _change(customer, booking_id, reactivate)
 
 
 def delete_booking(*, customer: User, booking_id: int) -> None:
@@ -234,15 +118,9 @@ def delete_booking(*, customer: User, booking_id: int) -> None:
     An active booking follows the cancel rule: not once its event has started. A cancelled
     one holds no seat, so it may be deleted at any time.
     """
-    with (
-        _freeing(_own_booking_event_id(customer, booking_id)),
-        _own_booking_locked(customer, booking_id) as (session, booking, event),
-    ):
-        _record(session, customer, "delete", booking)
-        if booking.status == ACTIVE:
-            seating.refuse_unless_open(event, seating.now())
-            _free_seats(session, event, booking.seats)
-        session.delete(booking)
+    _change(
+        customer, booking_id, ledger.intent("delete", customer_id=customer.id, booking=booking_id)
+    )
 
 
 def get_booking(*, viewer: User, booking_id: int) -> Booking:

@@ -8,16 +8,13 @@ from typing import Any
 from sqlalchemy import delete, func, select
 
 from booking_service.errors import (
-    CapacityBelowBookings,
     EventNotFound,
     Forbidden,
     ValidationFailed,
 )
 from booking_service.extensions import db
-from booking_service.locking import locks
 from booking_service.models import Booking, BookingStatus, Event, Role, User
-from booking_service.services import MAX_ID, Page, history, paginate, seating, waitlist
-from booking_service.services.snapshots import event_snapshots
+from booking_service.services import MAX_ID, Page, history, ledger, paginate
 
 WHEN_FILTERS = ("upcoming", "ongoing", "past")
 EDITABLE_FIELDS = (
@@ -137,61 +134,53 @@ def _own_event(actor: User, event: Event | None, event_id: int) -> Event:
 
 
 def update_event(*, actor: User, event_id: int, changes: dict[str, Any]) -> Event:
-    """Apply the changes; capacity edits are serialized with bookings by the event lock."""
+    """Apply the changes; a capacity edit is the ledger's, under the event lock."""
     changes = {key: value for key, value in changes.items() if key in EDITABLE_FIELDS}
     # Ownership is checked before the lock so strangers cannot make an event's lock hot.
     _own_event(actor, get_event(event_id=event_id), event_id)
     if "capacity" in changes:
-        with locks.hold(event_id):
-            event = _apply_event_changes(actor, event_id, changes)
-    else:
-        event = _apply_event_changes(actor, event_id, changes)
-    event_snapshots.announce(event_id)  # new seats or times count at once, everywhere
-    return event
+        with ledger.locked_event_change(event_id) as change:
+            return _apply_event_changes(change, actor, changes)
+    with ledger.event_change(event_id) as change:
+        return _apply_event_changes(change, actor, changes)
 
 
-def _apply_event_changes(actor: User, event_id: int, changes: dict[str, Any]) -> Event:
-    with db.transaction() as session:
-        event = _own_event(actor, session.get(Event, event_id, with_for_update=True), event_id)
-        if "start_time" in changes or "end_time" in changes:
-            _require_valid_schedule(
-                start_time=changes.get("start_time", event.start_time),
-                end_time=changes.get("end_time", event.end_time),
-                start_changed="start_time" in changes and changes["start_time"] != event.start_time,
-            )
-        at = seating.now()
-        if "capacity" in changes and event.waitlist_length == 0:
-            seating.reclaim_lapsed_holds(session, event, at)
-        taken = event.booked_count + event.held_count
-        if changes.get("capacity", event.capacity) < taken:
-            raise CapacityBelowBookings(
-                f"{event.booked_count} seats are booked and {event.held_count} held; "
-                "capacity cannot go below that."
-            )
-        before = {key: _jsonable(getattr(event, key)) for key in changes}
-        for key, value in changes.items():
-            setattr(event, key, value)
-        session.flush()
-        if changes.get("capacity", event.capacity) > before.get("capacity", event.capacity):
-            waitlist.offer_freed_seats(session, event, at, freed_at=at)  # new seats
-        history.record(
-            session,
-            user_id=actor.id,
-            action="update",
-            entity_type="event",
-            entity_id=event.id,
-            details={
-                "before": before,
-                "after": {key: _jsonable(value) for key, value in changes.items()},
-            },
+def _apply_event_changes(change: ledger.EventChange, actor: User, changes: dict[str, Any]) -> Event:
+    session, event_id = change.session, change.event_id
+    event = _own_event(actor, session.get(Event, event_id, with_for_update=True), event_id)
+    if "start_time" in changes or "end_time" in changes:
+        _require_valid_schedule(
+            start_time=changes.get("start_time", event.start_time),
+            end_time=changes.get("end_time", event.end_time),
+            start_changed="start_time" in changes and changes["start_time"] != event.start_time,
         )
-        session.refresh(event)  # every column, for the answer after the session closes
+    before = {key: _jsonable(getattr(event, key)) for key in changes}
+    for key, value in changes.items():
+        if key != "capacity":
+            setattr(event, key, value)
+    session.flush()
+    if "capacity" in changes:
+        change.apply(ledger.intent("capacity", capacity=changes["capacity"]))
+    history.record(
+        session,
+        user_id=actor.id,
+        action="update",
+        entity_type="event",
+        entity_id=event.id,
+        details={
+            "before": before,
+            "after": {key: _jsonable(value) for key, value in changes.items()},
+        },
+    )
+    session.flush()
+    session.refresh(event)  # every column, for the answer after the session closes
     return event
 
 
 def delete_event(*, actor: User, event_id: int) -> None:
     """Delete the event and its bookings; the history keeps a record of it."""
-    with db.transaction() as session:
+    with ledger.event_change(event_id) as change:
+        session = change.session
         event = _own_event(actor, session.get(Event, event_id, with_for_update=True), event_id)
         active = session.scalar(
             select(func.count())
@@ -207,7 +196,6 @@ def delete_event(*, actor: User, event_id: int) -> None:
             entity_id=event_id,
             details={"title": event.title, "active_bookings_removed": active or 0},
         )
-    event_snapshots.announce(event_id)
 
 
 def list_event_bookings(

@@ -38,7 +38,7 @@ ENTITY_TYPES = ("user", "event", "booking", "hold", "waitlist_entry")
 # statement in services/seats.py); both take the same parts and check them the same way.
 
 
-def _check(action: str, entity_type: str) -> None:
+def check_entry(action: str, entity_type: str) -> None:
     if action not in ACTIONS or entity_type not in ENTITY_TYPES:
         raise ValueError(f"unknown history entry {action!r} {entity_type!r}")
 
@@ -63,7 +63,7 @@ def entries_sql(
     ``user_id``, ``entity_id`` and the values of ``details`` are SQL expressions over those
     rows; ``action`` and ``entity_type`` are fixed for the statement.
     """
-    _check(action, entity_type)
+    check_entry(action, entity_type)
     pairs = ", ".join(f"'{key}', {expression}" for key, expression in details.items())
     return (
         "INSERT INTO history_entries (user_id, action, entity_type, entity_id, details, "
@@ -82,7 +82,7 @@ def record(
     details: dict[str, Any] | None = None,
 ) -> None:
     """Add a history entry to the caller's transaction."""
-    _check(action, entity_type)
+    check_entry(action, entity_type)
     session.add(
         HistoryEntry(
             user_id=user_id,

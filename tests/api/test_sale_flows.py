@@ -18,7 +18,7 @@ from sqlalchemy import text
 from booking_service.extensions import db
 from booking_service.locking import lock_name
 from booking_service.services import holds, invariants
-from booking_service.services.waitlist import MAX_PASSES
+from booking_service.services.ledger_sql import MAX_PASSES
 from tests import factories as f
 
 API = f.API

@@ -1,7 +1,7 @@
-"""Group commit on the booking path (services/seats.py), with real threads, Redis and PostgreSQL.
+"""Group commit in the seat ledger (services/ledger.py), with real threads, Redis and PostgreSQL.
 
-Requests of one process for the same event queue behind a leader that holds the event lock and
-takes all their seats in one statement. These tests hold the lock themselves (python-redis-lock
+Intents of one process for the same event queue behind a leader that holds the event lock and
+applies them all in one statement. These tests hold the lock themselves (python-redis-lock
 on the app's Redis), so the batch forms deterministically, and they race the seat statement
 against a second database session that bypasses the Redis lock (as a holder that lost its lease
 would): the seat function locks the event row first, so every answer stays exact.
@@ -22,10 +22,11 @@ from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
-from booking_service.errors import AlreadyBooked, LockTimeout
+from booking_service.errors import LockTimeout
 from booking_service.extensions import db
 from booking_service.locking import lock_name, locks, stats_key
-from booking_service.services.seats import TAKE_SEATS, SeatRequest, seat_queue, take_seats
+from booking_service.services import ledger
+from booking_service.services.ledger_sql import APPLY_INTENTS
 from tests import factories
 from tests.support.instances import event_snapshot
 
@@ -56,8 +57,26 @@ def _until(condition: Callable[[], bool], what: str) -> None:
 
 def _queued(event_id: int) -> int:
     # The open batch behind the leader that waits for the lock (private state, read-only).
-    with seat_queue._guard:
-        return len(seat_queue._open.get(event_id, []))
+    with ledger.intent_queue._guard:
+        return len(ledger.intent_queue._open.get(event_id, []))
+
+
+def _book(event_id: int, customer_id: int) -> dict[str, Any]:
+    """One booking through the group commit: its outcome (a refusal is an outcome too)."""
+    return ledger.intent_queue.submit(
+        event_id, ledger.intent("book", customer_id=customer_id, seats=1)
+    )
+
+
+def _apply(event_id: int, customer_ids: list[int]) -> list[dict[str, Any]]:
+    """One batch of bookings straight through the ledger's statement, no lock."""
+    intents = [ledger.intent("book", customer_id=c, seats=1) for c in customer_ids]
+    with db.single_write() as connection:
+        return ledger.apply(connection, event_id, intents)[0]
+
+
+def _booked(outcome: dict[str, Any]) -> int | None:
+    return outcome["booking"]["customer_id"] if "booking" in outcome else None
 
 
 def _take_in_threads(
@@ -68,7 +87,7 @@ def _take_in_threads(
 
     def take(index: int, customer_id: int) -> None:
         try:
-            outcomes[index] = seat_queue.take(event_id=event_id, customer_id=customer_id)
+            outcomes[index] = _book(event_id, customer_id)
         except Exception as error:  # the outcome under test, whatever it is
             outcomes[index] = error
 
@@ -116,13 +135,10 @@ def test_requests_queued_together_share_one_lock_hold_and_commit(
     stats = redis_conn.hgetall(stats_key(event_id))
     assert (int(stats[b"acquired"]), int(stats[b"requests"])) == (1, 6)
     # Seats in arrival order; the two late requests find none (no booking, no seat left).
-    assert all(isinstance(outcome, SeatRequest) for outcome in outcomes), outcomes
-    assert [o.booking.customer_id if o.booking else None for o in outcomes] == [
-        *customers[:4],
-        None,
-        None,
-    ]
-    assert [o.available for o in outcomes] == [3, 2, 1, 0, 0, 0]
+    assert all(isinstance(outcome, dict) for outcome in outcomes), outcomes
+    assert [_booked(o) for o in outcomes] == [*customers[:4], None, None]
+    assert [o.get("error") for o in outcomes[4:]] == ["event_full"] * 2
+    assert [o["available"] for o in outcomes[4:]] == [0, 0]
     snapshot = event_snapshot(event_id)
     assert snapshot["booked_count"] == snapshot["active_rows"] == 4
     assert factories.count_rows("history_entries", action="create", entity_type="booking") == 4
@@ -149,21 +165,13 @@ def test_batch_gives_one_seat_per_customer_in_arrival_order(client: FlaskClient)
     event_id = _event(client, capacity=3)
     first, second, holder, late = _customers(client, 4)
     factories.insert_active_booking(event_id=event_id, customer_id=holder)
-    requests = [SeatRequest(c) for c in (first, holder, first, second, late)]
+    outcomes = _apply(event_id, [first, holder, first, second, late])
 
-    take_seats(event_id, requests)
-
-    assert [r.booking.customer_id if r.booking else None for r in requests] == [
-        first,
-        None,
-        None,
-        second,
-        None,
-    ]
+    assert [_booked(o) for o in outcomes] == [first, None, None, second, None]
     # The holder already had a seat, the repeat of ``first`` came second; ``late`` found none.
-    assert [r.already_booked for r in requests] == [False, True, True, False, False]
-    with pytest.raises(AlreadyBooked):
-        requests[2].outcome(event_id)
+    assert [o.get("error") for o in outcomes] == [
+        None, "already_booked", "already_booked", None, "event_full"
+    ]  # fmt: skip
     snapshot = event_snapshot(event_id)
     assert snapshot["booked_count"] == snapshot["active_rows"] == 3
     assert snapshot["duplicate_active"] == 0
@@ -177,11 +185,9 @@ def test_batch_on_a_started_event_writes_nothing(client: FlaskClient):
         end=factories.in_hours(1),
         capacity=5,
     )
-    requests = [SeatRequest(c) for c in _customers(client, 3)]
+    outcomes = _apply(event_id, _customers(client, 3))
 
-    take_seats(event_id, requests)
-
-    assert [(r.booking, r.already_booked) for r in requests] == [(None, False)] * 3
+    assert [o.get("error") for o in outcomes] == ["event_started"] * 3
     assert event_snapshot(event_id)["booked_count"] == 0
 
 
@@ -210,8 +216,12 @@ def _rival_booking(
         yield transaction.commit
 
 
-def _batch_in_thread(event_id: int, requests: list[SeatRequest]) -> threading.Thread:
-    thread = threading.Thread(target=take_seats, args=(event_id, requests), daemon=True)
+def _batch_in_thread(
+    event_id: int, customer_ids: list[int], outcomes: list[dict[str, Any]]
+) -> threading.Thread:
+    thread = threading.Thread(
+        target=lambda: outcomes.extend(_apply(event_id, customer_ids)), daemon=True
+    )
     thread.start()
 
     def blocked_on_the_event_row() -> bool:
@@ -222,7 +232,7 @@ def _batch_in_thread(event_id: int, requests: list[SeatRequest]) -> threading.Th
                         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                         "AND strpos(query, :function) > 0"
                     ),
-                    {"function": f"{TAKE_SEATS.name}("},
+                    {"function": f"{APPLY_INTENTS.name}("},
                 )
             )
 
@@ -235,34 +245,36 @@ def test_batch_behind_a_rival_that_took_a_seat_answers_from_the_row_it_locked(
 ):
     event_id = _event(client, capacity=2)
     rival, first, second = _customers(client, 3)
-    requests = [SeatRequest(first), SeatRequest(second)]
+    outcomes: list[dict[str, Any]] = []
 
     with _rival_booking(event_id, rival) as commit_rival:
         # The batch's snapshot still shows two free seats; the row it waits for will show one.
-        thread = _batch_in_thread(event_id, requests)
+        thread = _batch_in_thread(event_id, [first, second], outcomes)
         commit_rival()
     _join([thread])
 
-    assert requests[0].booking is not None and requests[0].booking.customer_id == first
-    assert (requests[1].booking, requests[1].already_booked) == (None, False)
+    assert [_booked(o) for o in outcomes] == [first, None]
+    assert outcomes[1] == {"error": "event_full", "available": 0}
     snapshot = event_snapshot(event_id)
     assert snapshot["booked_count"] == snapshot["active_rows"] == snapshot["capacity"] == 2
 
 
-def test_batch_hitting_the_one_active_index_retries_each_request_alone(client: FlaskClient):
+def test_batch_meeting_the_one_active_index_answers_already_booked_for_that_intent_only(
+    client: FlaskClient,
+):
     event_id = _event(client, capacity=10)
     twice, other = _customers(client, 2)
-    requests = [SeatRequest(twice), SeatRequest(other)]
+    outcomes: list[dict[str, Any]] = []
 
     with _rival_booking(event_id, twice, counts_the_seat=False) as commit_rival:
-        thread = _batch_in_thread(event_id, requests)
+        thread = _batch_in_thread(event_id, [twice, other], outcomes)
         commit_rival()
     _join([thread])
 
-    # The batch's insert waited for the rival's and then failed on the index, failing the whole
-    # statement; alone, each request got its exact answer.
-    assert (requests[0].booking, requests[0].already_booked) == (None, True)
-    assert requests[1].booking is not None and requests[1].booking.customer_id == other
+    # The batch's insert waited for the rival's and then met the index (ON CONFLICT): that
+    # intent alone is refused, its neighbour is booked in the same statement.
+    assert [o.get("error") for o in outcomes] == ["already_booked", None]
+    assert _booked(outcomes[1]) == other
     snapshot = event_snapshot(event_id)
     # The counter has the batch's one seat; the rival never counted its own.
     assert (snapshot["booked_count"], snapshot["active_rows"]) == (1, 2)
@@ -274,16 +286,11 @@ def test_batches_of_one_when_group_commit_is_off(
 ):
     event_id = _event(client, capacity=10)
     customers = _customers(client, 3)
-    monkeypatch.setattr(seat_queue, "max_batch", 1)
+    monkeypatch.setattr(ledger.intent_queue, "max_batch", 1)
     batches_before, _ = _batch_metrics()
     waiters_before = _lock_waiters()
 
-    threads = [
-        threading.Thread(
-            target=seat_queue.take, kwargs={"event_id": event_id, "customer_id": c}, daemon=True
-        )
-        for c in customers
-    ]
+    threads = [threading.Thread(target=_book, args=(event_id, c), daemon=True) for c in customers]
     with _lock_held_elsewhere(redis_conn, event_id):
         for thread in threads:
             thread.start()

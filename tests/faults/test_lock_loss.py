@@ -18,8 +18,9 @@ import requests
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 
+from booking_service.extensions import db
 from booking_service.locking import lock_key, locks
-from booking_service.services.seats import SeatRequest, take_seats
+from booking_service.services import ledger
 from tests import factories
 from tests.factories import auth
 from tests.support.instances import (
@@ -75,9 +76,10 @@ def _lose_the_lease(
             assert rival_response.status_code == 201, rival_response.text  # it got the lock
 
             # The late holder really runs the seat statement; the database finds no seat.
-            late = SeatRequest(holder["user"]["id"])
-            take_seats(event_id, [late])
-            assert late.booking is None and not late.already_booked
+            late = ledger.intent("book", customer_id=holder["user"]["id"], seats=1)
+            with db.single_write() as connection:
+                [outcome], _ = ledger.apply(connection, event_id, [late])
+            assert outcome == {"error": "event_full", "available": 0}
         lost_after = _lost_total()
 
     lost_lines = [

@@ -79,7 +79,7 @@ def test_downgrade_refuses_what_the_old_schema_cannot_count_then_goes_back(
     scratch: Engine,
 ) -> None:
     sold_event_at_0005(scratch)
-    migrate_to("head")
+    migrate_to("0006")
     run(scratch, "UPDATE bookings SET seats = 2 WHERE id = 1")
     run(scratch, "UPDATE events SET booked_count = 3")
     run(

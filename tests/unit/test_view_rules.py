@@ -22,6 +22,7 @@ from flask import Flask
 
 from booking_service.api.common import VIEW_STAGES, documented_problems, stage_of
 from booking_service.errors import DomainError, UnsupportedMediaType, ValidationFailed
+from booking_service.services import ledger
 
 PACKAGE = "booking_service"
 
@@ -139,10 +140,21 @@ class Raises:
                 if isinstance(target, type) and issubclass(target, DomainError):
                     found.add(target)
             elif isinstance(node, ast.Call):
+                found |= _ledger_refusals(node, scope)
                 callee = _own(scope.resolve(node.func))
                 if callee is not None:
                     found |= self.of(callee)
         return found
+
+
+def _ledger_refusals(call: ast.Call, scope: _Scope) -> set[type[DomainError]]:
+    """``ledger.intent("kind", ...)``: what the seat ledger can refuse that kind of intent with
+    (its outcome is data, decided in SQL, so the table stands for the raises)."""
+    if scope.resolve(call.func) is not _own(ledger.intent) or not call.args:
+        return set()
+    kind = call.args[0]
+    assert isinstance(kind, ast.Constant), "name the intent's kind where it is made"
+    return set(ledger.REFUSALS_BY_KIND[kind.value])
 
 
 def _walk_shallow(statement: ast.stmt) -> Iterator[ast.AST]:
