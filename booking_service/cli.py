@@ -12,7 +12,7 @@ from booking_service import migrate, usernames
 from booking_service.errors import UsernameTaken, ValidationFailed
 from booking_service.extensions import db
 from booking_service.models import Booking, BookingStatus, Event, Role, User
-from booking_service.services import accounts, idempotency, invariants
+from booking_service.services import accounts, idempotency, invariants, ledger
 
 DEMO_PASSWORD = "demo-password"
 DEMO_ORGANIZERS = [("alice", "Alice Events Ltd"), ("bob", "Bob's Venues")]
@@ -85,6 +85,22 @@ def purge_tokens(batch_size: int) -> None:
     click.echo(f"deleted {tokens} expired or revoked token(s) and {devices} stale login device(s)")
 
 
+@click.command("purge-seat-intents")
+@click.option(
+    "--batch-size",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rows deleted per transaction.",
+)
+def purge_seat_intents(batch_size: int) -> None:
+    """Delete the seat ledger's journal rows older than SEAT_INTENT_RETENTION_HOURS (run it
+    hourly, with purge-tokens)."""
+    retention = timedelta(hours=current_app.config["SEAT_INTENT_RETENTION_HOURS"])
+    deleted = ledger.purge_journal(older_than=retention, batch_size=batch_size)
+    click.echo(f"deleted {deleted} seat intent journal row(s)")
+
+
 def _demo_user(username: str, role: Role, organization: str | None = None) -> User:
     try:
         return accounts.register(
@@ -155,5 +171,6 @@ def register_commands(app: Flask) -> None:
         seed_demo,
         purge_idempotency_keys,
         purge_tokens,
+        purge_seat_intents,
     ):
         app.cli.add_command(command)

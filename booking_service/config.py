@@ -133,7 +133,7 @@ def from_environment() -> dict[str, Any]:
         # PostgreSQL).
         "LOCK_STRATEGY": _choice("LOCK_STRATEGY", "redis", LOCK_STRATEGIES),
         # Most bookings of one event that one process takes under one lock hold and commits
-        # together (services/seats.py); 1 turns group commit off.
+        # together (services/ledger.py); 1 turns group commit off.
         "SEAT_BATCH_MAX": _int("SEAT_BATCH_MAX", 16, minimum=1),
         # How old a worker's snapshot of an event may be and still refuse a booking before the
         # lock (services/snapshots.py), if the event's change counter has not moved since: it
@@ -160,6 +160,9 @@ def from_environment() -> dict[str, Any]:
         "SESSION_CACHE_SECONDS": _int("SESSION_CACHE_SECONDS", 300),
         # flask purge-tokens deletes bearer tokens expired or revoked longer ago than this.
         "TOKEN_PURGE_GRACE_HOURS": _int("TOKEN_PURGE_GRACE_HOURS", 24),
+        # flask purge-seat-intents deletes the seat ledger's journal rows older than this
+        # (long past any request that could still ask for its intent's outcome).
+        "SEAT_INTENT_RETENTION_HOURS": _int("SEAT_INTENT_RETENTION_HOURS", 24, minimum=1),
         # A device token (login devices) unused this long no longer moves a device's logins off
         # the per-username limit.
         "DEVICE_TOKEN_TTL_DAYS": _int("DEVICE_TOKEN_TTL_DAYS", 90, minimum=1),

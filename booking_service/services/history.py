@@ -34,8 +34,8 @@ ACTIONS = (
 ENTITY_TYPES = ("user", "event", "booking", "hold", "waitlist_entry")
 
 # The shape of a history row, written in two ways: ``record`` adds one row from Python, and
-# ``entries_sql`` builds the INSERT that statements writing many at once use (the seat
-# statement in services/seats.py); both take the same parts and check them the same way.
+# ``entry_sql`` builds the INSERT that the seat ledger's statement runs (services/ledger_sql.py);
+# both take the same parts and check them the same way.
 
 
 def check_entry(action: str, entity_type: str) -> None:
@@ -45,30 +45,21 @@ def check_entry(action: str, entity_type: str) -> None:
 
 def seat_details(*, event_id: int | str, seats: int | str, **more: Any) -> dict[str, Any]:
     """The ``details`` of a booking's, hold's or waitlist entry's entries: which event, how many
-    seats, and anything ``more`` (values, or SQL expressions for entries_sql)."""
+    seats, and anything ``more`` (values, or SQL expressions for entry_sql)."""
     return {"event_id": event_id, "seats": seats, **more}
 
 
-def entries_sql(
-    *,
-    rows: str,
-    user_id: str,
-    action: str,
-    entity_type: str,
-    entity_id: str,
-    details: dict[str, str],
+def entry_sql(
+    *, user_id: str, action: str, entity_type: str, entity_id: str, details: dict[str, str]
 ) -> str:
-    """SQL inserting one entry per row of ``rows`` (a table or CTE name).
-
-    ``user_id``, ``entity_id`` and the values of ``details`` are SQL expressions over those
-    rows; ``action`` and ``entity_type`` are fixed for the statement.
-    """
+    """SQL inserting one entry from PL/pgSQL: ``user_id``, ``entity_id`` and the values of
+    ``details`` are SQL expressions; ``action`` and ``entity_type`` are fixed."""
     check_entry(action, entity_type)
     pairs = ", ".join(f"'{key}', {expression}" for key, expression in details.items())
     return (
         "INSERT INTO history_entries (user_id, action, entity_type, entity_id, details, "
-        f"created_at) SELECT {user_id}, '{action}', '{entity_type}', {entity_id}, "
-        f"jsonb_build_object({pairs}), now() FROM {rows}"
+        f"created_at) VALUES ({user_id}, '{action}', '{entity_type}', {entity_id}, "
+        f"jsonb_build_object({pairs}), now());"
     )
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -272,6 +272,22 @@ def outcome_of(outcome: dict[str, Any], intent_: dict[str, Any], event_id: int) 
     if error is not None:
         raise error
     return outcome
+
+
+def purge_journal(*, older_than: timedelta, batch_size: int = 1000) -> int:
+    """Delete journal rows older than ``older_than``, a batch per transaction; how many."""
+    deleted = 0
+    while True:
+        with db.transaction() as session:
+            oldest = (
+                select(SeatIntent.id)
+                .where(SeatIntent.created_at < func.now() - older_than)
+                .limit(batch_size)
+            )
+            count = session.execute(delete(SeatIntent).where(SeatIntent.id.in_(oldest))).rowcount
+        deleted += count
+        if count < batch_size:
+            return deleted
 
 
 def applied_outcome(intent_id: str) -> dict[str, Any] | None:

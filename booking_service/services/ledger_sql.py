@@ -44,12 +44,8 @@ def _history(
 ) -> str:
     """One history entry written from PL/pgSQL (values are SQL expressions)."""
     details = history.seat_details(event_id="ev.id", seats=seats, **more)
-    pairs = ", ".join(f"'{key}', {value}" for key, value in details.items())
-    history.check_entry(action, entity_type)
-    return (
-        "INSERT INTO history_entries (user_id, action, entity_type, entity_id, details, "
-        f"created_at) VALUES ({user}, '{action}', '{entity_type}', {entity_id}, "
-        f"jsonb_build_object({pairs}), now());"
+    return history.entry_sql(
+        user_id=user, action=action, entity_type=entity_type, entity_id=entity_id, details=details
     )
 
 
@@ -264,13 +260,10 @@ BEGIN
 
         ELSIF kind = 'hold' THEN
             {_CLOSED}
-            IF res IS NULL AND n > ev.max_seats_per_booking THEN
+            IF res IS NULL AND booked + n > ev.max_seats_per_booking THEN
                 res := {_TOO_MANY};
             END IF;
             IF res IS NULL THEN {_NO_SEATS.format(need="n")}
-            END IF;
-            IF res IS NULL AND booked + n > ev.max_seats_per_booking THEN
-                res := {_TOO_MANY};
             END IF;
             IF res IS NULL AND held > 0 THEN
                 res := jsonb_build_object('error', 'hold_exists');

@@ -178,3 +178,25 @@ def test_a_replayed_intent_answers_its_first_outcome_and_changes_nothing(
     assert client.get(f"{API}/events/{shown['id']}").get_json()["available_slots"] == 3
     assert ledger.applied_outcome(intent["id"]) == first
     assert ledger.applied_outcome("never-applied") is None
+
+
+def test_purge_seat_intents_deletes_journal_rows_past_their_retention(
+    client: FlaskClient, app: Flask
+) -> None:
+    shown = event(client, capacity=10)
+    for _ in range(3):
+        assert book(client, f.customer(client)["token"], shown["id"]).status_code == 201
+    with db.transaction() as session:  # two of them were applied two days ago
+        session.execute(
+            text(
+                "UPDATE seat_intents SET created_at = now() - interval '48 hours' WHERE id IN "
+                "(SELECT id FROM seat_intents ORDER BY created_at LIMIT 2)"
+            )
+        )
+
+    with app.app_context():  # as the flask command runs it
+        result = app.test_cli_runner().invoke(args=["purge-seat-intents", "--batch-size", "1"])
+
+    assert result.exit_code == 0, result.output
+    assert "deleted 2 seat intent journal row(s)" in result.output
+    assert f.count_rows("seat_intents") == 1

@@ -1,4 +1,4 @@
-"""Two gunicorn instances (2 workers x 8 threads each) on the test database, in three set-ups.
+"""Three gunicorn instances (2 workers x 8 threads each) on the test database, in three set-ups.
 
 - ``direct``: straight to PostgreSQL, locks in a private Redis;
 - ``pgbouncer``: through a real PgBouncer in transaction pooling, so consecutive transactions
@@ -29,6 +29,8 @@ from tests.support.servers import AppInstance, RedisServer
 # contention into 503s, so any 5xx in these tests is a real failure.
 LOCK_WAIT_SECONDS = 5
 SETUPS = ("direct", "pgbouncer", "redis-cluster")
+# Three, so that a hot event's batches span instances as well as workers (the seat ledger).
+INSTANCES = 3
 OPS_TOKEN = "concurrency-tier-ops-token"
 # Low enough for test_shared_state.py to reach; nothing else here signs in through the
 # instances (the other tests' users come from the in-process client).
@@ -56,7 +58,7 @@ def cluster(app: Flask, request: pytest.FixtureRequest) -> Iterator[Cluster]:
         env = instance_env(**settings)
         instances = [
             AppInstance(env, workers=2, threads=8, name=f"conc-{request.param}-{n}")
-            for n in range(2)
+            for n in range(INSTANCES)
         ]
         with running(instances):
             yield Cluster(instances, lock_redis)

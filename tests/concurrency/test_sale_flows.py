@@ -10,7 +10,7 @@ and the hold sweeper failing over (docs/architecture.md §11).
 4. The instance whose worker sweeps is killed: another takes over once the lease runs out,
    and no hold outlives its expiry by more than lease + interval (and a stated allowance).
 
-Every request goes over real HTTP from its own OS process, through both instances of the
+Every request goes over real HTTP from its own OS process, through every instance of the
 package's ``cluster`` (direct, through PgBouncer, on Redis Cluster); the checks are on the
 database rows, sampled while the race is on and read at the end. Each prints a one-line
 summary of its numbers.
@@ -65,15 +65,25 @@ pytestmark = pytest.mark.slow
 
 SAMPLE_INTERVAL = 0.05
 LOCK_TIMEOUT_SHARE = 0.05  # see _assert_no_failures
-MAX_SEATS = 10  # the events' max_seats_per_booking (the default)
 
 # One consistent snapshot of an event: SNAPSHOT_SQL's counters and rows, plus customers with
-# more than one live hold (the partial unique index forbids it).
+# more than one live hold (the partial unique index forbids it), and the most seats one
+# customer ties up (active booking + live hold: the seat ledger caps it at the event's
+# max_seats_per_booking).
 SALE_SNAPSHOT_SQL = f"""
 SELECT s.*,
        (SELECT count(*) FROM (SELECT 1 FROM holds h
                                WHERE h.event_id = :event_id AND h.status = 'held'
-                               GROUP BY h.customer_id HAVING count(*) > 1) d) AS duplicate_holds
+                               GROUP BY h.customer_id HAVING count(*) > 1) d) AS duplicate_holds,
+       (SELECT coalesce(max(t.seats), 0) FROM (
+            SELECT customer_id, sum(seats) AS seats FROM (
+                SELECT customer_id, seats FROM bookings
+                 WHERE event_id = :event_id AND status = 'active'
+                UNION ALL
+                SELECT customer_id, seats FROM holds
+                 WHERE event_id = :event_id AND status = 'held') c
+             GROUP BY customer_id) t) AS most_seats_one_customer,
+       (SELECT max_seats_per_booking FROM events WHERE id = :event_id) AS max_seats
   FROM ({SNAPSHOT_SQL}) AS s
 """
 
@@ -93,6 +103,9 @@ def _assert_seats_consistent(snapshot: dict[str, Any], where: str) -> None:
     assert snapshot["held_count"] == snapshot["held_seats"], f"held drift {where}: {snapshot}"
     assert snapshot["duplicate_active"] == 0, f"double booking {where}: {snapshot}"
     assert snapshot["duplicate_holds"] == 0, f"two live holds {where}: {snapshot}"
+    assert snapshot["most_seats_one_customer"] <= snapshot["max_seats"], (
+        f"one customer over the seat limit {where}: {snapshot}"
+    )
 
 
 def _check_samples(samples: list[dict[str, Any]], *, at_least: int) -> None:
@@ -230,6 +243,7 @@ def _hold_history(event_id: int) -> Counter[str]:
 # --- 1. holds and multi-seat bookings race for capacity -------------------------------------
 
 RACE_CAPACITY = 50
+RACE_MAX_SEATS = 5  # low, so that holds on top of a booking often pass it
 SHOPPERS = 200
 SHOP_SECONDS = 8.0
 # Customers arrive over the first seconds, think a moment between steps, and one refused
@@ -253,6 +267,8 @@ SHOP_REFUSED = {
     ("book", 409, "event_full"),
     ("hold", 409, "event_full"),
     ("more", 409, "event_full"),
+    # A hold on top of a booking past the event's seat limit (RACE_MAX_SEATS).
+    ("hold", 422, "too_many_seats"),
 }
 
 
@@ -301,7 +317,7 @@ def _shop(client: Client) -> dict[str, dict[int, tuple[str, int]]]:
                 if _status(answer) == 200:
                     bookings[active] = ("active", answer.json()["seats"])
             else:
-                wanted = rng.randint(1, min(4, MAX_SEATS - seats))
+                wanted = rng.randint(1, 4)  # may pass the seat limit: refused, 422
                 answer = send(
                     "POST", f"/events/{p['event_id']}/holds", "hold", json={"seats": wanted}
                 )
@@ -335,7 +351,9 @@ def test_holds_and_multi_seat_bookings_race_for_fifty_seats(
 ) -> None:
     setup = _setup_name(request)
     organizer = factories.organizer(client)
-    event = factories.create_event(client, organizer["token"], capacity=RACE_CAPACITY)
+    event = factories.create_event(
+        client, organizer["token"], capacity=RACE_CAPACITY, max_seats_per_booking=RACE_MAX_SEATS
+    )
     customers = [factories.customer(client) for _ in range(SHOPPERS)]
     params = [
         {
@@ -711,7 +729,7 @@ def test_freed_seats_go_to_the_waitlist_in_order_and_never_to_a_newcomer(
     waiters = [factories.customer(client) for _ in range(WAITERS)]
     newcomers = [factories.customer(client) for _ in range(NEWCOMERS)]
 
-    # A hundred join the sold-out event's waitlist at once, through both instances.
+    # A hundred join the sold-out event's waitlist at once, through every instance.
     joined = fire(
         [
             RequestSpec(
