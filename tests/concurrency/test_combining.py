@@ -337,6 +337,92 @@ def test_a_waiter_past_its_deadline_gets_the_outcome_of_its_taken_intent(
     assert LockStats.from_hash(toy_redis.hgetall(stats_key(event_id))).timeouts == 0
 
 
+@pytest.mark.parametrize("applied", [False, True])
+def test_a_waiter_whose_holder_died_asks_the_database_then_runs_its_intent(
+    engine: Engine, toy_redis: redis.Redis, applied: bool
+) -> None:
+    event_id = new_event(engine, capacity=10)
+    combiner = Combiner(KIND, locks=make_locks(toy_redis, wait=0.3))
+    intent = new_intent()
+    looked_up: list[str] = []
+
+    def watched_lookup(intent_id: str) -> Outcome | None:
+        looked_up.append(intent_id)
+        return lookup(engine, intent_id)
+
+    toy_redis.set(lock_key(event_id), "ghost:1:dead", ex=1)
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(
+            combiner.submit,
+            event_id,
+            intent,
+            apply_batch=partial(apply_batch, engine, event_id),
+            lookup=watched_lookup,
+        )
+        wait_until(lambda: toy_redis.llen(intents_key(KIND, event_id)) == 1, timeout=5)
+        assert toy_redis.lpop(intents_key(KIND, event_id))
+        if applied:
+            # The dead holder had committed it: the journal has the outcome.
+            assert apply_batch(engine, event_id, [intent])[0]["first"] == 1
+        outcome = future.result(timeout=10)
+    assert looked_up == [intent["id"]]
+    assert outcome == {"ok": True, "first": 1, "batch": 1}
+    assert check_answers(engine, event_id, [{"id": intent["id"], "outcome": outcome}])
+    assert_drained(toy_redis, event_id)
+
+
+def test_a_lookup_that_cannot_reach_the_database_reaches_the_caller(
+    engine: Engine, toy_redis: redis.Redis
+) -> None:
+    """Outcome unknown: the caller answers 503 outcome_unknown, not a guess."""
+    event_id = new_event(engine, capacity=10)
+    combiner = Combiner(KIND, locks=make_locks(toy_redis, wait=0.3))
+
+    def unreachable(intent_id: str) -> Outcome | None:
+        raise ConnectionError("database unreachable")
+
+    toy_redis.set(lock_key(event_id), "ghost:1:dead", ex=1)
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(
+            combiner.submit,
+            event_id,
+            new_intent(),
+            apply_batch=partial(apply_batch, engine, event_id),
+            lookup=unreachable,
+        )
+        wait_until(lambda: toy_redis.llen(intents_key(KIND, event_id)) == 1, timeout=5)
+        assert toy_redis.lpop(intents_key(KIND, event_id))
+        with pytest.raises(ConnectionError):
+            future.result(timeout=10)
+
+
+def test_a_long_drain_renews_its_lease(engine: Engine, toy_redis: redis.Redis) -> None:
+    """Three batches of two, each slower than half the lease: the hold outlasts the lease, but
+    each batch renews it, so nobody takes over and nothing is lost."""
+    event_id = new_event(engine, capacity=10)
+    queued = threading.Event()
+
+    def slow(point: str, intents: list[Intent]) -> None:
+        if point == "committed" and not queued.is_set():
+            wait_until(lambda: toy_redis.llen(intents_key(KIND, event_id)) == 6, timeout=5)
+            queued.set()
+        if point == "drained" and queued.is_set():
+            time.sleep(0.6)
+
+    holder = Combiner(KIND, locks=make_locks(toy_redis, expire=1), batch_max=2, hook=slow)
+    waiter = Combiner(KIND, locks=make_locks(toy_redis, wait=8.0, expire=1))
+    with ThreadPoolExecutor(7) as pool:
+        holding = pool.submit(submitter(holder, engine, event_id), new_intent())
+        wait_until(lambda: toy_redis.exists(lock_key(event_id)), timeout=5)
+        waiting = [pool.submit(submitter(waiter, engine, event_id), new_intent()) for _ in range(6)]
+        records = [future.result(timeout=15) for future in [holding, *waiting]]
+    rows = check_answers(engine, event_id, records)
+    assert sorted(outcome["batch"] for outcome in rows.values()) == [1, 2, 2, 2, 2, 2, 2]
+    stats = LockStats.from_hash(toy_redis.hgetall(stats_key(event_id)))
+    assert (stats.acquired, stats.requests, stats.lost) == (1, 7, 0)
+    assert_drained(toy_redis, event_id)
+
+
 # --- holders that die or linger ---------------------------------------------------------
 
 
