@@ -128,6 +128,9 @@ def run_threads(
 
 
 Workers = list[tuple[subprocess.Popen[bytes], Path]]
+# Workers start submitting together this long after they are launched: after their interpreters
+# have started, so that their submits (and the test's own, started as long after) overlap.
+WORKER_START_DELAY = 1.5
 _started: Workers = []
 
 
@@ -146,7 +149,7 @@ def start_workers(
     tmp_path: Path, count: int, *, event_id: int, redis_settings: dict[str, Any], **settings: Any
 ) -> Workers:
     """``count`` worker processes (tests/support/combining_worker.py) starting together."""
-    start_at = time.time() + 1.5  # after the interpreters have started
+    start_at = time.time() + WORKER_START_DELAY
     workers = []
     for n in range(count):
         results = tmp_path / f"worker-{n}.json"
@@ -250,7 +253,7 @@ def test_threads_and_processes_share_batches_and_every_answer_is_the_database_s(
         tmp_path, 3, event_id=event_id, redis_settings={"redis_url": TEST_REDIS_URL}
     )
     combiner = Combiner(KIND, locks=make_locks(toy_redis, wait=6.0))
-    time.sleep(max(0.0, 1.5 - 0.2))
+    time.sleep(WORKER_START_DELAY)
     local = run_threads(submitter(combiner, engine, event_id), [new_intent() for _ in range(32)], 8)
     remote, codes = collect(workers)
     assert codes == [0, 0, 0]
@@ -557,7 +560,7 @@ def test_on_a_redis_cluster(engine: Engine, tmp_path: Path) -> None:
         )
         client = group.client(decode_responses=False, socket_timeout=10)
         combiner = Combiner(KIND, locks=make_locks(client, wait=6.0))
-        time.sleep(1.3)
+        time.sleep(WORKER_START_DELAY)
         local = run_threads(
             submitter(combiner, engine, event_id), [new_intent() for _ in range(16)], 4
         )
