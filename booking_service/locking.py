@@ -386,7 +386,7 @@ class EventLocks:
             pipe.zremrangebyscore(recent, "-inf", float(now) - self.stats_window_seconds)
             pipe.expire(recent, self.stats_window_seconds)
             pipe.execute()
-        return released, list(answer[2] or []) if len(answer) > 2 else []
+        return released, (list(answer[2] or []) if len(answer) > 2 else [])
 
 
 locks = EventLocks()
