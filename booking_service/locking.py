@@ -17,7 +17,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -45,6 +45,7 @@ RECENT_STATS_SHARDS = 16
 HOLDER_SEPARATOR = ":"
 
 UNLOCK_NOT_HELD = 1  # the unlock's answer when the key is gone or someone else's
+UNLOCK_MORE = 2  # a combining holder's answer: intents are queued, the lock is still ours
 SIGNAL_EXPIRE_MS = 1000  # python-redis-lock's default: how long an unconsumed wake-up lasts
 # While an event stays active its index entry is refreshed this many times per window.
 INDEX_REFRESHES_PER_WINDOW = 10
@@ -52,16 +53,34 @@ INDEX_REFRESHES_PER_WINDOW = 10
 # Releases a lock and adds to the event's statistics in one call, or only adds (no holder).
 # The release is python-redis-lock's own unlock (its UNLOCK_SCRIPT, step for step: delete the
 # key if it is still ours, push one wake-up onto the signal list), so every python-redis-lock
-# client interoperates. All three keys carry the event's hash tag: one slot, one node.
-#   KEYS: lock key, signal list, statistics hash
+# client interoperates. All keys carry the event's hash tag: one slot, one node.
+#
+# A combining holder (combining.py) also passes the event's intent queue and the reply lists
+# of the batch it has just applied: the replies are pushed first (committed outcomes are true
+# whether or not the lease still holds), and the lock is released only if the queue is empty,
+# checked in the same step, so an intent queued just before the release is never stranded.
+# Otherwise the lock stays ours with a fresh lease and the next batch comes back ("more").
+#   KEYS: lock key, signal list, statistics hash[, intent queue[, reply lists...]]
 #   ARGV: holder id ('' = statistics only), signal expiry (ms), now (Unix seconds), window (s),
-#         index refresh interval (s), then field/amount pairs to add
-# Returns {unlock answer (0 released, 1 not held, -1 no release), 1 if the index is due}.
+#         index refresh interval (s), lease (ms), batch max, reply expiry (ms), one reply per
+#         reply list, then field/amount pairs to add
+# Returns {unlock answer (0 released, 1 not held, 2 more queued, -1 no release), 1 if the
+# index is due[, the next batch of queued intents when 2]}.
 UPDATE_SCRIPT = """
+local replies = math.max(#KEYS - 4, 0)
+for i = 1, replies do
+    redis.call('rpush', KEYS[4 + i], ARGV[8 + i])
+    redis.call('pexpire', KEYS[4 + i], ARGV[8])
+end
 local released = -1
 if ARGV[1] ~= '' then
     if redis.call('get', KEYS[1]) ~= ARGV[1] then
         released = 1
+    elseif #KEYS >= 4 and redis.call('llen', KEYS[4]) > 0 then
+        -- Intents are queued: keep the lock, renew the lease and hand back the next batch.
+        -- Statistics wait for the real release, which adds the whole hold at once.
+        redis.call('pexpire', KEYS[1], ARGV[6])
+        return {2, 0, redis.call('lpop', KEYS[4], ARGV[7])}
     else
         redis.call('del', KEYS[2])
         redis.call('lpush', KEYS[2], 1)
@@ -75,7 +94,7 @@ local stat = redis.pcall
 if released == 1 then
     stat('hincrby', KEYS[3], 'lost', 1)
 end
-for i = 6, #ARGV, 2 do
+for i = 9 + replies, #ARGV, 2 do
     stat('hincrby', KEYS[3], ARGV[i], ARGV[i + 1])
 end
 stat('hset', KEYS[3], 'last', ARGV[3])
@@ -103,6 +122,17 @@ def lock_key(event_id: int | str) -> str:
 
 def signal_key(event_id: int | str) -> str:
     return f"lock-signal:{lock_name(event_id)}"
+
+
+def intents_key(kind: str, event_id: int | str) -> str:
+    """The event's queue of combining intents of one kind (combining.py), e.g. ``seat``."""
+    return f"{kind}-intents:{{{event_id}}}"
+
+
+def reply_key(kind: str, event_id: int | str, intent_id: str) -> str:
+    """Where a combining holder answers one intent; the event's hash tag, so that a waiter's
+    BLPOP over it and the signal list, and the holder's reply script, stay in one slot."""
+    return f"{kind}-reply:{{{event_id}}}:{intent_id}"
 
 
 def stats_key(event_id: int) -> str:
@@ -306,22 +336,48 @@ class EventLocks:
 
     def _update(self, event_id: int, change: LockStats, *, holder: str = "") -> int | None:
         """Run UPDATE_SCRIPT (release ``holder``'s lock if given); the unlock answer, if any."""
+        released, _ = self._run_update(event_id, change, holder=holder)
+        return None if released < 0 else released
+
+    def _run_update(
+        self,
+        event_id: int,
+        change: LockStats,
+        *,
+        holder: str = "",
+        queue: str | None = None,
+        replies: Sequence[tuple[str, str]] = (),
+        batch_max: int = 0,
+        reply_expire_ms: int = 0,
+    ) -> tuple[int, list[Any]]:
+        """Run UPDATE_SCRIPT: (unlock answer, next batch when the answer is UNLOCK_MORE).
+
+        With ``queue`` (a combining holder's release) the lock is kept while intents wait, and
+        ``replies`` (reply list, outcome) are pushed first; see the script."""
         assert self.client is not None
         if self._script is None or self._script.registered_client is not self.client:
             self._script = self.client.register_script(UPDATE_SCRIPT)
         now = f"{time.time():.3f}"
         counters = [item for pair in change.counters().items() for item in pair]
-        released, index = self._script(
-            keys=[lock_key(event_id), signal_key(event_id), stats_key(event_id)],
+        keys = [lock_key(event_id), signal_key(event_id), stats_key(event_id)]
+        if queue is not None:
+            keys += [queue, *(key for key, _ in replies)]
+        answer = self._script(
+            keys=keys,
             args=[
                 holder,
                 SIGNAL_EXPIRE_MS,
                 now,
                 self.stats_window_seconds,
                 self.stats_window_seconds // INDEX_REFRESHES_PER_WINDOW,
+                self.expire_seconds * 1000,
+                batch_max,
+                reply_expire_ms,
+                *(outcome for _, outcome in replies),
                 *counters,
             ],
         )
+        released, index = int(answer[0]), answer[1]
         if index:
             # Now and then (see the script), not per hold: the index is another slot's key.
             recent = recent_stats_key(recent_stats_shard(event_id))
@@ -330,7 +386,7 @@ class EventLocks:
             pipe.zremrangebyscore(recent, "-inf", float(now) - self.stats_window_seconds)
             pipe.expire(recent, self.stats_window_seconds)
             pipe.execute()
-        return None if released < 0 else int(released)
+        return released, (list(answer[2] or []) if len(answer) > 2 else [])
 
 
 locks = EventLocks()
