@@ -75,14 +75,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     redis_client.init_app(app)
     locks.configure(app.config, redis_client.get())
-    ledger.intent_queue.configure(app.config)
+    ledger.configure(app.config)
     event_snapshots.configure(app.config)
     accounts.settings.password_hash_method = app.config["PASSWORD_HASH_METHOD"]
     accounts.settings.token_ttl = timedelta(hours=app.config["TOKEN_TTL_HOURS"])
     sessions.settings.cache_seconds = app.config["SESSION_CACHE_SECONDS"]
-    ledger.settings.hold_ttl = timedelta(seconds=app.config["HOLD_TTL_SECONDS"])
-    ledger.settings.offer_ttl = timedelta(seconds=app.config["WAITLIST_OFFER_TTL_SECONDS"])
-    ledger.settings.max_held_seats = app.config["MAX_HELD_SEATS_PER_CUSTOMER"]
     sweeper.configure(app.config)  # started in gunicorn's workers only (gunicorn.conf.py)
     accounts.settings.device_ttl = timedelta(days=app.config["DEVICE_TOKEN_TTL_DAYS"])
 

@@ -1,6 +1,6 @@
 """Flat combining across instances: whoever holds an event's lock applies everyone's work.
 
-Today's group commit (services/seats.py) batches only the requests of one process. Here the
+A group commit within one process batches only that process's requests. Here the
 requests of every instance that queue for an event's lock join one queue in Redis, and the
 holder of the lock applies them in batches, one database transaction per batch, answering
 each waiter through its own reply list. Nothing here knows what an intent means:
@@ -121,9 +121,6 @@ class Combiner:
     wait_slice_seconds: float = WAIT_SLICE_SECONDS
     hook: Hook | None = None
 
-    def configure(self, config: dict[str, Any]) -> None:
-        self.batch_max = int(config.get("COMBINE_BATCH_MAX", COMBINE_BATCH_MAX))
-
     @property
     def client(self) -> RedisConnection:
         if self.locks.client is None:
@@ -145,6 +142,7 @@ class Combiner:
         if self.locks.strategy == "none":
             return self._apply_alone(job)
         holder = self.locks._holder_id()
+        started = time.monotonic()
         try:
             took = self.locks._try_take(holder, event_id)
         except REDIS_ERRORS as error:
@@ -154,6 +152,8 @@ class Combiner:
             ) from error
         if not took:
             return self._wait(job)
+        # Every lock wait is observed, the uncontended ones too (their wait is one SET NX).
+        metrics.lock_wait_seconds.observe(time.monotonic() - started)
         metrics.lock_acquisitions_total.labels(outcome="acquired").inc()
         self._call_hook("acquired", [intent])
         # The own intent first: a holder releases only with an empty queue, so a free lock with

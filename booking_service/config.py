@@ -132,9 +132,10 @@ def from_environment() -> dict[str, Any]:
         # constraints alone arbitrate; for benchmark comparisons only (requests then queue inside
         # PostgreSQL).
         "LOCK_STRATEGY": _choice("LOCK_STRATEGY", "redis", LOCK_STRATEGIES),
-        # Most bookings of one event that one process takes under one lock hold and commits
-        # together (services/ledger.py); 1 turns group commit off.
-        "SEAT_BATCH_MAX": _int("SEAT_BATCH_MAX", 16, minimum=1),
+        # Most seat changes of one event that the lock's holder applies in one transaction, from
+        # the queue every instance adds to (services/ledger.py, combining.py): 64 keeps a batch
+        # to milliseconds, far inside the lease; 1 commits each on its own.
+        "SEAT_BATCH_MAX": _int("SEAT_BATCH_MAX", 64, minimum=1),
         # How old a worker's snapshot of an event may be and still refuse a booking before the
         # lock (services/snapshots.py), if the event's change counter has not moved since: it
         # bounds only changes made outside the service. 0 reads the event for every booking.

@@ -74,7 +74,7 @@ def create_booking(
         # Cheap rejections: no lock, no write, and mostly no read either (a snapshot).
         event = event_snapshots.recent(event_id, version=event_version, seats=seats)
         seating.refuse_unless_bookable(seating.existing(event, event_id), seating.now(), seats)
-        outcome = ledger.intent_queue.submit(
+        outcome = ledger.run(
             event_id, book := ledger.intent("book", customer_id=customer.id, seats=seats)
         )
         if outcome.get("error") in _SNAPSHOT_WAS_WRONG:

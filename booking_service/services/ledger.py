@@ -17,12 +17,12 @@ No other module computes free seats, offers seats to the waitlist or announces a
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -30,12 +30,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from booking_service import metrics
+from booking_service.combining import Combiner
 from booking_service.errors import (
     AlreadyActive,
     AlreadyBooked,
     AlreadyWaiting,
     BookingNotFound,
     CapacityBelowBookings,
+    DbUnavailable,
     DomainError,
     EventEnded,
     EventFull,
@@ -48,6 +50,7 @@ from booking_service.errors import (
     HoldNotHeld,
     LockUnavailable,
     NotActive,
+    OutcomeUnknown,
     SeatsAvailable,
     TooManySeats,
 )
@@ -296,124 +299,59 @@ def applied_outcome(intent_id: str) -> dict[str, Any] | None:
         return session.scalar(select(SeatIntent.outcome).where(SeatIntent.id == intent_id))
 
 
-# --- the group commit ----------------------------------------------------------------------
+# --- the group commit, across instances ------------------------------------------------------
+
+# Intents of every instance that find an event's lock taken queue in Redis; the holder applies
+# them in batches (docs/architecture.md, "Combining across instances").
+combiner = Combiner("seat")
 
 
-@dataclass
-class _Request:
-    """One intent waiting in a batch, and its outcome once the batch has run."""
-
-    intent: dict[str, Any]
-    outcome: dict[str, Any] | None = None
-    error: BaseException | None = None
-    done: threading.Event = field(default_factory=threading.Event)
-
-    def answer(self) -> dict[str, Any]:
-        if isinstance(self.error, DomainError):
-            # A fresh exception per request: one object raised in several threads would share
-            # (and garble) its traceback.
-            raise type(self.error)(
-                self.error.detail, errors=self.error.errors, **self.error.extensions
-            )
-        if self.error is not None:
-            raise self.error
-        assert self.outcome is not None
-        return self.outcome
+def configure(config: dict[str, Any]) -> None:
+    settings.hold_ttl = timedelta(seconds=config["HOLD_TTL_SECONDS"])
+    settings.offer_ttl = timedelta(seconds=config["WAITLIST_OFFER_TTL_SECONDS"])
+    settings.max_held_seats = int(config["MAX_HELD_SEATS_PER_CUSTOMER"])
+    combiner.batch_max = int(config["SEAT_BATCH_MAX"])
 
 
-class IntentQueue:
-    """Per process: joins intents for the same event into batches that share one lock hold
-    and one round trip (a batch is never larger than ``max_batch``, SEAT_BATCH_MAX)."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        # Per event, the batch still open for joining: its leader is waiting for the lock.
-        self._open: dict[int, list[_Request]] = {}
-        self.max_batch = 16
-
-    def configure(self, config: dict[str, Any]) -> None:
-        # Without the lock there is no leader to wait behind: every request runs on its own.
-        self.max_batch = 1 if config["LOCK_STRATEGY"] == "none" else int(config["SEAT_BATCH_MAX"])
-
-    def submit(self, event_id: int, intent_: dict[str, Any]) -> dict[str, Any]:
-        """Apply the intent under the event lock, batched with this process's others for the
-        event: its outcome (refusals included; ``outcome_of`` raises them)."""
-        request = _Request(intent_)
-        with self._guard:
-            batch = self._open.get(event_id)
-            leads = batch is None or len(batch) >= self.max_batch
-            if leads:
-                batch = [request]
-                if self.max_batch > 1:
-                    self._open[event_id] = batch
-            else:
-                batch.append(request)
-        if leads:
-            self._lead(event_id, batch)
-        else:
-            # No timeout: the leader always finishes (bounded lock wait, statement timeout) and
-            # gives up on nobody; a follower leaving early could get a 503 for a committed seat.
-            request.done.wait()
-        return request.answer()
-
-    def _lead(self, event_id: int, batch: list[_Request]) -> None:
-        try:
-            try:
-                with locks.hold(event_id) as holding:
-                    self._close(event_id, batch)
-                    holding.requests = len(batch)
-                    metrics.seat_batch_size.observe(len(batch))
-                    self._run(event_id, batch)
-            except LockUnavailable as error:
-                self._close(event_id, batch)
-                if not self._freeing_without_lock(event_id, batch, error):
-                    raise  # this request needs the lock: 503, nothing written
-        except BaseException as error:
-            self._close(event_id, batch)
-            for request in batch[1:]:
-                if request.outcome is None and request.error is None:
-                    request.error = error
-            raise
-        finally:
-            for request in batch[1:]:
-                request.done.set()
-
-    @staticmethod
-    def _run(event_id: int, batch: list[_Request]) -> None:
-        # One statement, so its own transaction: one round trip (no BEGIN, no COMMIT) while
-        # every other change of the event waits.
-        with db.single_write() as connection:
-            outcomes, summary = apply(connection, event_id, [r.intent for r in batch])
-        for request, outcome in zip(batch, outcomes, strict=True):
-            request.outcome = outcome
-        published(event_id, summary)
-
-    def _freeing_without_lock(
-        self, event_id: int, batch: list[_Request], error: LockUnavailable
-    ) -> bool:
-        """Redis is unreachable: intents that only free seats still run (the row lock orders
-        them), the others fail closed with the 503. True if the leader's own intent ran."""
-        freeing = [r for r in batch if r.intent["kind"] in FREEING]
-        for request in batch:
-            if request.intent["kind"] not in FREEING:
-                request.error = error
-        if freeing:
-            self._run(event_id, freeing)
-        return batch[0].intent["kind"] in FREEING
-
-    def _close(self, event_id: int, batch: list[_Request]) -> None:
-        """Stop the batch taking joiners: later requests form the next batch behind the lock."""
-        with self._guard:
-            if self._open.get(event_id) is batch:
-                del self._open[event_id]
-
-
-intent_queue = IntentQueue()
+def run(event_id: int, intent_: dict[str, Any]) -> dict[str, Any]:
+    """Apply one intent under the event lock, alone or in a batch with everyone else's that
+    queued for the event: its outcome, refusals included (``outcome_of`` raises them)."""
+    try:
+        return combiner.submit(
+            event_id, intent_, apply_batch=partial(_apply_batch, event_id), lookup=_lookup
+        )
+    except LockUnavailable:
+        if intent_["kind"] not in FREEING:
+            raise  # this intent needs the lock: 503
+        # Redis is unreachable: an intent that only frees seats runs on the row lock alone,
+        # which orders it with every other change. Had a holder applied it already, the
+        # journal answers with that outcome and nothing changes twice.
+        return _apply_batch(event_id, [intent_])[0]
 
 
 def submit(event_id: int, intent_: dict[str, Any]) -> dict[str, Any]:
-    """Apply one intent through the group commit; its outcome, or raise its refusal."""
-    return outcome_of(intent_queue.submit(event_id, intent_), intent_, event_id)
+    """Apply one intent (``run``); its outcome, or raise its refusal."""
+    return outcome_of(run(event_id, intent_), intent_, event_id)
+
+
+def _apply_batch(event_id: int, intents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One batch in one statement, so its own transaction: one round trip (no BEGIN, no
+    COMMIT) while every other change of the event waits; then what follows the commit."""
+    with db.single_write() as connection:
+        outcomes, summary = apply(connection, event_id, intents)
+    metrics.seat_batch_size.observe(len(intents))
+    published(event_id, summary)
+    return outcomes
+
+
+def _lookup(intent_id: str) -> dict[str, Any] | None:
+    """The journaled outcome of an intent whose holder left without answering."""
+    try:
+        return applied_outcome(intent_id)
+    except DbUnavailable as error:
+        raise OutcomeUnknown(
+            "The database could not be reached to learn whether this change was made."
+        ) from error
 
 
 # --- changes beside other writes -----------------------------------------------------------

@@ -1,7 +1,7 @@
 """Group commit in the seat ledger (services/ledger.py), with real threads, Redis and PostgreSQL.
 
-Intents of one process for the same event queue behind a leader that holds the event lock and
-applies them all in one statement. These tests hold the lock themselves (python-redis-lock
+Intents that find the event's lock taken queue in Redis; whoever takes the lock next applies
+them all in one statement. These tests hold the lock themselves (python-redis-lock
 on the app's Redis), so the batch forms deterministically, and they race the seat statement
 against a second database session that bypasses the Redis lock (as a holder that lost its lease
 would): the seat function locks the event row first, so every answer stays exact.
@@ -24,7 +24,7 @@ from sqlalchemy import text
 
 from booking_service.errors import LockTimeout
 from booking_service.extensions import db
-from booking_service.locking import lock_name, locks, stats_key
+from booking_service.locking import intents_key, lock_name, locks, stats_key
 from booking_service.services import ledger
 from booking_service.services.ledger_sql import APPLY_INTENTS
 from tests import factories
@@ -56,16 +56,13 @@ def _until(condition: Callable[[], bool], what: str) -> None:
 
 
 def _queued(event_id: int) -> int:
-    # The open batch behind the leader that waits for the lock (private state, read-only).
-    with ledger.intent_queue._guard:
-        return len(ledger.intent_queue._open.get(event_id, []))
+    # The intents queued in Redis for whoever holds the lock next.
+    return int(locks.client.llen(intents_key(ledger.combiner.kind, event_id)))
 
 
 def _book(event_id: int, customer_id: int) -> dict[str, Any]:
     """One booking through the group commit: its outcome (a refusal is an outcome too)."""
-    return ledger.intent_queue.submit(
-        event_id, ledger.intent("book", customer_id=customer_id, seats=1)
-    )
+    return ledger.run(event_id, ledger.intent("book", customer_id=customer_id, seats=1))
 
 
 def _apply(event_id: int, customer_ids: list[int]) -> list[dict[str, Any]]:
@@ -286,7 +283,7 @@ def test_batches_of_one_when_group_commit_is_off(
 ):
     event_id = _event(client, capacity=10)
     customers = _customers(client, 3)
-    monkeypatch.setattr(ledger.intent_queue, "max_batch", 1)
+    monkeypatch.setattr(ledger.combiner, "batch_max", 1)
     batches_before, _ = _batch_metrics()
     waiters_before = _lock_waiters()
 
