@@ -200,7 +200,8 @@ def pgbench_script() -> str:
         "\\set n :n + 1\n"
         "\\set customer_id :first_customer_id + :client_id * :stride + (:n % :stride)\n"
         f"SELECT * FROM {APPLY_INTENTS.name}(:event_id, jsonb_build_array(jsonb_build_object("
-        "'id', md5(random()::text), 'kind', 'book', 'customer', :customer_id, 'seats', 1)), "
+        "'id', md5(random()::text), 'kind', 'book', "
+        "'customer', CAST(:customer_id AS bigint), 'seats', 1)), "
         "interval '600 seconds', interval '1800 seconds', 20);\n"
     )
 
