@@ -68,14 +68,18 @@ def purge_idempotency_keys() -> None:
     click.echo(f"deleted {idempotency.purge_expired()} expired idempotency record(s)")
 
 
-@click.command("purge-tokens")
-@click.option(
+# The purges delete in batches, one short transaction each.
+_batch_size = click.option(
     "--batch-size",
     default=1000,
     show_default=True,
     type=click.IntRange(min=1),
     help="Rows deleted per transaction.",
 )
+
+
+@click.command("purge-tokens")
+@_batch_size
 def purge_tokens(batch_size: int) -> None:
     """Delete bearer tokens expired or revoked over TOKEN_PURGE_GRACE_HOURS ago, and login
     devices unused for DEVICE_TOKEN_TTL_DAYS (run it hourly, with purge-idempotency-keys)."""
@@ -86,13 +90,7 @@ def purge_tokens(batch_size: int) -> None:
 
 
 @click.command("purge-seat-intents")
-@click.option(
-    "--batch-size",
-    default=1000,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Rows deleted per transaction.",
-)
+@_batch_size
 def purge_seat_intents(batch_size: int) -> None:
     """Delete the seat ledger's journal rows older than SEAT_INTENT_RETENTION_HOURS (run it
     hourly, with purge-tokens)."""

@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from booking_service import metrics
-from booking_service.errors import LockTimeout, LockUnavailable
 from booking_service.extensions import REDIS_ERRORS, RedisConnection
 from booking_service.locking import (
     UNLOCK_MORE,
@@ -56,9 +55,11 @@ from booking_service.locking import (
     LockStats,
     intents_key,
     lock_key,
+    lock_service_down,
     locks,
     reply_key,
     signal_key,
+    waited_too_long,
 )
 
 log = logging.getLogger(__name__)
@@ -146,10 +147,7 @@ class Combiner:
         try:
             took = self.locks._try_take(holder, event_id)
         except REDIS_ERRORS as error:
-            metrics.lock_acquisitions_total.labels(outcome="error").inc()
-            raise LockUnavailable(
-                "The lock service did not answer; nothing was written."
-            ) from error
+            raise lock_service_down() from error
         if not took:
             return self._wait(job)
         # Every lock wait is observed, the uncontended ones too (their wait is one SET NX).
@@ -309,10 +307,7 @@ class Combiner:
                 # A release (ours or a plain python-redis-lock one), or a slice without news.
                 took = self.locks._try_take(holder, event_id)
         except REDIS_ERRORS as error:
-            metrics.lock_acquisitions_total.labels(outcome="error").inc()
-            raise LockUnavailable(
-                "The lock service did not answer; the request may or may not be applied."
-            ) from error
+            raise lock_service_down(maybe_applied=True) from error
         finally:
             metrics.lock_waiters.dec()
             metrics.lock_wait_seconds.observe(time.monotonic() - started)
@@ -335,9 +330,7 @@ class Combiner:
             pipe.lpop(self._reply_key(job, job.intent))
             drained_raw, removed, replied = pipe.execute()
         except REDIS_ERRORS as error:
-            raise LockUnavailable(
-                "The lock service did not answer; the request may or may not be applied."
-            ) from error
+            raise lock_service_down(maybe_applied=True) from error
         drained = [json.loads(item) for item in drained_raw or []]
         if any(intent["id"] == job.id for intent in drained):
             return self._hold(job, holder, [drained])
@@ -366,12 +359,8 @@ class Combiner:
         reply = self._reply_key(job, job.intent)
         try:
             if client.lrem(intents_key(self.kind, event_id), 1, job.payload):
-                metrics.lock_acquisitions_total.labels(outcome="timeout").inc()
                 self.locks._record_stats(event_id, LockStats(timeouts=1))
-                raise LockTimeout(
-                    f"Event {event_id} stayed locked for {self.locks.wait_seconds:g}s; "
-                    "nothing was written."
-                )
+                raise waited_too_long(event_id, self.locks.wait_seconds)
             # A holder drained it. Wait for its answer while it is there: until the lock is
             # gone or someone else's (the holder released, or its lease ran out), or at most
             # a lease and a wait.
@@ -386,9 +375,7 @@ class Combiner:
                     break
             replied = client.lpop(reply)
         except REDIS_ERRORS as error:
-            raise LockUnavailable(
-                "The lock service did not answer; the request may or may not be applied."
-            ) from error
+            raise lock_service_down(maybe_applied=True) from error
         if replied is not None:
             return self._answered(job, json.loads(replied))
         # The holder left without answering: the database knows. May raise (database
@@ -409,20 +396,13 @@ class Combiner:
             while not self.locks._try_take(holder, event_id):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    metrics.lock_acquisitions_total.labels(outcome="timeout").inc()
                     self.locks._record_stats(event_id, LockStats(timeouts=1))
-                    raise LockTimeout(
-                        f"Event {event_id} stayed locked for {self.locks.wait_seconds:g}s; "
-                        "nothing was written."
-                    )
+                    raise waited_too_long(event_id, self.locks.wait_seconds)
                 client.blpop(
                     [signal_key(event_id)], timeout=min(remaining, self.wait_slice_seconds)
                 )
         except REDIS_ERRORS as error:
-            metrics.lock_acquisitions_total.labels(outcome="error").inc()
-            raise LockUnavailable(
-                "The lock service did not answer; nothing was written."
-            ) from error
+            raise lock_service_down() from error
         metrics.lock_acquisitions_total.labels(outcome="acquired").inc()
         self._call_hook("acquired", [job.intent])
         return self._hold(job, holder, [[job.intent]])

@@ -111,6 +111,24 @@ return {released, index}
 """
 
 
+def lock_service_down(*, maybe_applied: bool = False) -> LockUnavailable:
+    """The 503 for a lock service that did not answer, counted as an acquisition error.
+
+    ``maybe_applied``: the request's intent was already queued for a holder (combining.py),
+    so it may yet be applied; otherwise nothing was written."""
+    metrics.lock_acquisitions_total.labels(outcome="error").inc()
+    outcome = "the request may or may not be applied" if maybe_applied else "nothing was written"
+    return LockUnavailable(f"The lock service did not answer; {outcome}.")
+
+
+def waited_too_long(event_id: int, wait_seconds: float) -> LockTimeout:
+    """The 503 for a lock wait that gave up, counted as an acquisition timeout."""
+    metrics.lock_acquisitions_total.labels(outcome="timeout").inc()
+    return LockTimeout(
+        f"Event {event_id} stayed locked for {wait_seconds:g}s; nothing was written."
+    )
+
+
 def lock_name(event_id: int | str) -> str:
     """The python-redis-lock name of an event's lock (its Redis key is ``lock:<name>``)."""
     return f"{LOCK_NAME_PREFIX}{{{event_id}}}"
@@ -280,18 +298,11 @@ class EventLocks:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     timed_out = True
-                    metrics.lock_acquisitions_total.labels(outcome="timeout").inc()
-                    raise LockTimeout(
-                        f"Event {event_id} stayed locked for {self.wait_seconds:g}s; "
-                        "nothing was written."
-                    )
+                    raise waited_too_long(event_id, self.wait_seconds)
                 # A release pushes one token onto the signal list and wakes one waiter.
                 self.client.blpop([signal_key(event_id)], timeout=remaining)
         except REDIS_ERRORS as error:
-            metrics.lock_acquisitions_total.labels(outcome="error").inc()
-            raise LockUnavailable(
-                "The lock service did not answer; nothing was written."
-            ) from error
+            raise lock_service_down() from error
         finally:
             metrics.lock_waiters.dec()
             metrics.lock_wait_seconds.observe(time.monotonic() - started)
