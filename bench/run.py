@@ -30,7 +30,7 @@ import time
 import traceback
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -713,7 +713,7 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
     def get(key: str) -> Row | None:
         return by_key.get(f"{key}/{primary}") or by_key.get(f"{key}/redis")
 
-    s1, s2, s5 = get("S1"), get("S2"), get("S5")
+    s1, s2, s5, s7 = get("S1"), get("S2"), get("S5"), get("S7")
     s6 = by_key.get("S6/pgbouncer")
     s3_redis = by_key.get("S3/redis")
     values = {
@@ -723,6 +723,7 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
         "S3_redis_vs_none": s3_redis.details.get("vs_S3_none") if s3_redis else None,
         "S5_growth": s5.value if s5 else None,
         "S6_pgbouncer_vs_direct": s6.ratio if s6 else None,
+        "S7_vs_S1": s7.ratio if s7 else None,
     }
     out = []
     for name, target in TARGETS.items():
@@ -778,6 +779,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(STRATEGIES),
         help="lock strategies to compare in S1 and S3 (redis runs S2, S4, S5 too)",
     )
+    parser.add_argument(
+        "--s6-instances",
+        type=int,
+        help="S6: instances behind PgBouncer (default: the run's size, 12)",
+    )
+    parser.add_argument(
+        "--s6-workers",
+        type=int,
+        help="S6: gunicorn workers per instance behind PgBouncer (default: the run's size)",
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"), type=Path)
     parser.add_argument(
         "--profile", action="store_true", help="py-spy one worker during S1 (pip install py-spy)"
@@ -801,6 +812,10 @@ def _subset(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = SMOKE if args.smoke else FULL
+    if args.s6_instances:
+        sizes = replace(sizes, scaleout_instances=args.s6_instances)
+    if args.s6_workers:
+        sizes = replace(sizes, scaleout_workers=args.s6_workers)
     require_tool("wrk")
     require_tool("pgbench")
     started_at = datetime.now(UTC)

@@ -9,7 +9,10 @@ each waiter through its own reply list. Nothing here knows what an intent means:
 - ``apply_batch(intents)`` applies intents in order in one transaction and returns one
   JSON-serializable outcome per intent; it is idempotent per intent id (the caller's database
   journals applied ids with their outcome) and, when it raises, applied none of them;
-- ``lookup(intent_id)`` reads an applied intent's outcome from the database, None if none.
+- ``lookup(intent_id)`` reads an applied intent's outcome from the database, None if none;
+- ``withdraw(intent_id)`` fences an intent off in the database: from then on it is never
+  applied (a holder that drains it later answers with the fence and changes nothing); it
+  returns the outcome instead when the intent was applied first.
 
 The protocol, per event (all keys carry the event's hash tag, so it runs on Redis Cluster):
 
@@ -26,15 +29,18 @@ The protocol, per event (all keys carry the event's hash tag, so it runs on Redi
    its reply list. A batch that fails is answered ``{"retry_alone": true}``: each of its
    intents is then run by its own submitter in a batch of one, so one bad intent fails only
    itself.
-4. A waiter whose deadline passes removes its intent from the queue (LREM). Removed: nobody
-   took it, and LockTimeout is the true answer. Not removed: a holder has it; the waiter
-   waits for the reply until that holder is gone, then asks the database (``lookup``) and,
-   if the intent was never applied, runs it itself. The journal makes a zombie holder's late
-   commit of the same intent a no-op.
+4. A waiter whose deadline passes removes its intent from the queue (LREM). Removed: it asks
+   the database to withdraw it (``withdraw``), and LockTimeout is the true answer unless the
+   intent was applied after all (Redis failed over to a replica that had not seen a holder
+   drain it). Not removed: a holder has it; the waiter waits for the reply until that holder
+   is gone, then asks the database (``lookup``) and, if the intent was never applied, runs it
+   itself. The journal makes a zombie holder's late commit of the same intent a no-op.
 
-Errors: Redis trouble raises LockUnavailable (a holder that has applied its own intent only
-logs it: waiters find their outcomes through the deadline path). ``lookup`` raising (the
-database cannot be reached) propagates: the caller answers ``503 outcome_unknown``.
+Errors: Redis trouble raises LockUnavailable once ``withdraw`` has made "nothing was written"
+true (or returns the outcome, if the intent was applied); a holder that has applied its own
+intent only logs it: waiters find their outcomes through the deadline path. ``lookup`` or
+``withdraw`` raising (the database cannot be reached) propagates: the caller answers
+``503 outcome_unknown``.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ Intent = dict[str, Any]
 Outcome = dict[str, Any]
 ApplyBatch = Callable[[list[Intent]], list[Outcome]]
 Lookup = Callable[[str], Outcome | None]
+Withdraw = Callable[[Intent], Outcome | None]
 # Called at "acquired" (lock won, nothing drained yet), "drained" (a batch is about to be
 # applied) and "committed" (applied, nobody answered yet), with the intents concerned. For
 # tests that stop a holder at each of these points; None in the service.
@@ -101,6 +108,7 @@ class _Submit:
     intent: Intent
     apply_batch: ApplyBatch
     lookup: Lookup
+    withdraw: Withdraw
     payload: str = ""  # the intent as queued: LREM needs the exact bytes
 
     def __post_init__(self) -> None:
@@ -131,15 +139,21 @@ class Combiner:
     # --- the entry point ---------------------------------------------------------------------
 
     def submit(
-        self, event_id: int, intent: Intent, *, apply_batch: ApplyBatch, lookup: Lookup
+        self,
+        event_id: int,
+        intent: Intent,
+        *,
+        apply_batch: ApplyBatch,
+        lookup: Lookup,
+        withdraw: Withdraw,
     ) -> Outcome:
         """Apply ``intent`` on the event, alone or in a batch with others; its outcome.
 
         Raises LockTimeout (nothing was written), LockUnavailable (Redis did not answer),
         whatever ``apply_batch`` raised for this intent applied alone, and whatever ``lookup``
-        raised when the outcome had to be read from the database.
+        or ``withdraw`` raised when the outcome had to be read from the database.
         """
-        job = _Submit(event_id, intent, apply_batch, lookup)
+        job = _Submit(event_id, intent, apply_batch, lookup, withdraw)
         if self.locks.strategy == "none":
             return self._apply_alone(job)
         holder = self.locks._holder_id()
@@ -307,7 +321,10 @@ class Combiner:
                 # A release (ours or a plain python-redis-lock one), or a slice without news.
                 took = self.locks._try_take(holder, event_id)
         except REDIS_ERRORS as error:
-            raise lock_service_down(maybe_applied=True) from error
+            applied = job.withdraw(job.intent)  # queued: a holder may have it
+            if applied is not None:
+                return applied
+            raise lock_service_down() from error
         finally:
             metrics.lock_waiters.dec()
             metrics.lock_wait_seconds.observe(time.monotonic() - started)
@@ -330,13 +347,18 @@ class Combiner:
             pipe.lpop(self._reply_key(job, job.intent))
             drained_raw, removed, replied = pipe.execute()
         except REDIS_ERRORS as error:
-            raise lock_service_down(maybe_applied=True) from error
+            applied = job.withdraw(job.intent)
+            if applied is not None:
+                return applied
+            raise lock_service_down() from error
         drained = [json.loads(item) for item in drained_raw or []]
         if any(intent["id"] == job.id for intent in drained):
             return self._hold(job, holder, [drained])
         if removed:
-            # Queued behind the first batch_max intents: last, in arrival order.
-            return self._hold(job, holder, [[*drained, job.intent]])
+            # Queued behind the first batch_max intents: last, in arrival order, and in a
+            # batch of its own when theirs is full.
+            batches = [drained, [job.intent]] if len(drained) >= self.batch_max else None
+            return self._hold(job, holder, batches or [[*drained, job.intent]])
         if replied is not None:
             answer = json.loads(replied)
             if answer.get(RETRY_ALONE):
@@ -359,6 +381,11 @@ class Combiner:
         reply = self._reply_key(job, job.intent)
         try:
             if client.lrem(intents_key(self.kind, event_id), 1, job.payload):
+                # Nobody took it, by this Redis' account; after a failover the old primary may
+                # have handed it to a holder all the same: the database has the last word.
+                applied = job.withdraw(job.intent)
+                if applied is not None:
+                    return applied
                 self.locks._record_stats(event_id, LockStats(timeouts=1))
                 raise waited_too_long(event_id, self.locks.wait_seconds)
             # A holder drained it. Wait for its answer while it is there: until the lock is
@@ -375,7 +402,10 @@ class Combiner:
                     break
             replied = client.lpop(reply)
         except REDIS_ERRORS as error:
-            raise lock_service_down(maybe_applied=True) from error
+            applied = job.withdraw(job.intent)
+            if applied is not None:
+                return applied
+            raise lock_service_down() from error
         if replied is not None:
             return self._answered(job, json.loads(replied))
         # The holder left without answering: the database knows. May raise (database
@@ -396,16 +426,25 @@ class Combiner:
             while not self.locks._try_take(holder, event_id):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    self.locks._record_stats(event_id, LockStats(timeouts=1))
-                    raise waited_too_long(event_id, self.locks.wait_seconds)
+                    break
                 client.blpop(
                     [signal_key(event_id)], timeout=min(remaining, self.wait_slice_seconds)
                 )
+            else:
+                metrics.lock_acquisitions_total.labels(outcome="acquired").inc()
+                self._call_hook("acquired", [job.intent])
+                return self._hold(job, holder, [[job.intent]])
         except REDIS_ERRORS as error:
+            applied = job.withdraw(job.intent)
+            if applied is not None:
+                return applied
             raise lock_service_down() from error
-        metrics.lock_acquisitions_total.labels(outcome="acquired").inc()
-        self._call_hook("acquired", [job.intent])
-        return self._hold(job, holder, [[job.intent]])
+        # Gave up; a holder that lost its lease may still commit it late: fence it off first.
+        applied = job.withdraw(job.intent)
+        if applied is not None:
+            return applied
+        self.locks._record_stats(event_id, LockStats(timeouts=1))
+        raise waited_too_long(event_id, self.locks.wait_seconds)
 
     # --- helpers -----------------------------------------------------------------------------
 

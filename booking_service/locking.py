@@ -111,14 +111,10 @@ return {released, index}
 """
 
 
-def lock_service_down(*, maybe_applied: bool = False) -> LockUnavailable:
-    """The 503 for a lock service that did not answer, counted as an acquisition error.
-
-    ``maybe_applied``: the request's intent was already queued for a holder (combining.py),
-    so it may yet be applied; otherwise nothing was written."""
+def lock_service_down() -> LockUnavailable:
+    """The 503 for a lock service that did not answer, counted as an acquisition error."""
     metrics.lock_acquisitions_total.labels(outcome="error").inc()
-    outcome = "the request may or may not be applied" if maybe_applied else "nothing was written"
-    return LockUnavailable(f"The lock service did not answer; {outcome}.")
+    return LockUnavailable("The lock service did not answer; nothing was written.")
 
 
 def waited_too_long(event_id: int, wait_seconds: float) -> LockTimeout:

@@ -26,6 +26,7 @@ from functools import partial
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -48,6 +49,7 @@ from booking_service.errors import (
     HoldLimitReached,
     HoldNotFound,
     HoldNotHeld,
+    LockTimeout,
     LockUnavailable,
     NotActive,
     OutcomeUnknown,
@@ -222,6 +224,8 @@ def _full(outcome: dict[str, Any], intent_: dict[str, Any], event_id: int) -> Do
 
 
 _REFUSALS: dict[str, Any] = {
+    # Only ever the stored answer to a replay of an intent its own request gave up on.
+    "withdrawn": lambda o, i, e: LockTimeout(f"Event {e} stayed locked; nothing was written."),
     # A booking's event gone since its booking was read: the booking went with it.
     "event_not_found": lambda o, i, e: (
         BookingNotFound(f"Booking {i['booking']} does not exist.")
@@ -318,7 +322,11 @@ def run(event_id: int, intent_: dict[str, Any]) -> dict[str, Any]:
     queued for the event: its outcome, refusals included (``outcome_of`` raises them)."""
     try:
         return combiner.submit(
-            event_id, intent_, apply_batch=partial(_apply_batch, event_id), lookup=_lookup
+            event_id,
+            intent_,
+            apply_batch=partial(_apply_batch, event_id),
+            lookup=_lookup,
+            withdraw=partial(_withdraw, event_id),
         )
     except LockUnavailable:
         if intent_["kind"] not in FREEING:
@@ -344,14 +352,42 @@ def _apply_batch(event_id: int, intents: list[dict[str, Any]]) -> list[dict[str,
     return outcomes
 
 
-def _lookup(intent_id: str) -> dict[str, Any] | None:
-    """The journaled outcome of an intent whose holder left without answering."""
+# What a withdrawn intent's journal entry says: it was given up and will never be applied.
+WITHDRAWN = {"error": "withdrawn"}
+
+
+@contextmanager
+def _asking_the_journal() -> Iterator[None]:
+    """A request asking the journal what became of its intent: without a database, nobody
+    can say (503 outcome_unknown, the only answer that is not definite)."""
     try:
-        return applied_outcome(intent_id)
+        yield
     except DbUnavailable as error:
         raise OutcomeUnknown(
             "The database could not be reached to learn whether this change was made."
         ) from error
+
+
+def _withdraw(event_id: int, intent_: dict[str, Any]) -> dict[str, Any] | None:
+    """Fence the intent off in the journal (None: it will never be applied), unless it was
+    applied first (its outcome). The journal's primary key decides between the two."""
+    fence = (
+        pg_insert(SeatIntent)
+        .values(id=intent_["id"], event_id=event_id, kind=intent_["kind"], outcome=WITHDRAWN)
+        .on_conflict_do_nothing(index_elements=[SeatIntent.id])
+        .returning(SeatIntent.id)
+    )
+    with _asking_the_journal(), db.transaction() as session:
+        if session.execute(fence).first() is not None:
+            return None
+        stored = session.scalar(select(SeatIntent.outcome).where(SeatIntent.id == intent_["id"]))
+    return None if stored == WITHDRAWN else stored
+
+
+def _lookup(intent_id: str) -> dict[str, Any] | None:
+    """The journaled outcome of an intent whose holder left without answering."""
+    with _asking_the_journal():
+        return applied_outcome(intent_id)
 
 
 # --- changes beside other writes -----------------------------------------------------------

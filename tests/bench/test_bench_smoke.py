@@ -40,6 +40,7 @@ TARGETS = {
     "S3_redis_vs_none",
     "S5_growth",
     "S6_pgbouncer_vs_direct",
+    "S7_vs_S1",
 }
 
 

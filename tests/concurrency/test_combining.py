@@ -41,10 +41,12 @@ from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
 from tests.support.combining_worker import (
     KIND,
     SCHEMA,
+    WITHDRAWN,
     apply_batch,
     lookup,
     new_intent,
     submit_and_record,
+    withdraw,
 )
 from tests.support.redis_cluster import RedisClusterGroup
 from tests.support.servers import PROJECT_ROOT, RedisServer, wait_until
@@ -114,7 +116,9 @@ def check_answers(
             assert rows.get(record["id"]) == record["outcome"], record
         else:
             assert record["error"] in ("LockTimeout", *errors), record
-            assert record["id"] not in rows, f"a failed intent was applied: {record}"
+            assert rows.get(record["id"], WITHDRAWN) == WITHDRAWN, (
+                f"a failed intent was applied: {record}"
+            )
     seats = [r["outcome"]["first"] for r in records if r.get("outcome", {}).get("ok")]
     assert len(seats) == len(set(seats)), "two intents got the same seat"
     return rows
@@ -306,7 +310,10 @@ def test_a_waiter_times_out_only_while_nobody_took_its_intent(
     record = submitter(combiner, engine, event_id)(new_intent())
     blocker.release()
     assert record["error"] == "LockTimeout"
-    assert check_answers(engine, event_id, [record]) == {}
+    # Fenced off in the journal: no holder can apply it from now on.
+    assert check_answers(engine, event_id, [record]) == {record["id"]: WITHDRAWN}
+    assert apply_batch(engine, event_id, [{"id": record["id"], "n": 1}]) == [WITHDRAWN]
+    assert journal(engine, event_id)[0] == 0
     assert toy_redis.llen(intents_key(KIND, event_id)) == 0
     assert LockStats.from_hash(toy_redis.hgetall(stats_key(event_id))).timeouts == 1
 
@@ -361,6 +368,7 @@ def test_a_waiter_whose_holder_died_asks_the_database_then_runs_its_intent(
             intent,
             apply_batch=partial(apply_batch, engine, event_id),
             lookup=watched_lookup,
+            withdraw=partial(withdraw, engine, event_id),
         )
         wait_until(lambda: toy_redis.llen(intents_key(KIND, event_id)) == 1, timeout=5)
         assert toy_redis.lpop(intents_key(KIND, event_id))
@@ -392,6 +400,7 @@ def test_a_lookup_that_cannot_reach_the_database_reaches_the_caller(
             new_intent(),
             apply_batch=partial(apply_batch, engine, event_id),
             lookup=unreachable,
+            withdraw=partial(withdraw, engine, event_id),
         )
         wait_until(lambda: toy_redis.llen(intents_key(KIND, event_id)) == 1, timeout=5)
         assert toy_redis.lpop(intents_key(KIND, event_id))
@@ -504,6 +513,7 @@ def test_a_zombie_holder_s_late_commit_changes_nothing(
             new_intent(),
             apply_batch=zombie_apply,
             lookup=partial(lookup, engine),
+            withdraw=partial(withdraw, engine, event_id),
         )
         wait_until(lambda: toy_redis.exists(lock_key(event_id)), timeout=5)
         waiters = [pool.submit(submitter(waiter, engine, event_id), new_intent()) for _ in range(3)]
@@ -584,4 +594,5 @@ def test_lock_timeout_is_the_locks_own(engine: Engine, toy_redis: redis.Redis) -
             new_intent(),
             apply_batch=partial(apply_batch, engine, event_id),
             lookup=partial(lookup, engine),
+            withdraw=partial(withdraw, engine, event_id),
         )

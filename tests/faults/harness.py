@@ -497,9 +497,14 @@ def freeze_lock_holder(
             continue
         attempts += 1
         os.kill(pid, signal.SIGSTOP)
+        # SIGSTOP lands asynchronously: the process may act until the kernel stops it.
+        wait_until(
+            lambda pid=pid: _stopped(pid), timeout=5, interval=0.005, what=f"pid {pid} to stop"
+        )
         frozen_at = time.monotonic()
-        # A release already on the wire still reaches Redis: give it time to land.
-        time.sleep(0.05)
+        # A release already on the wire still reaches Redis, later still on a loaded machine:
+        # give it time to land.
+        time.sleep(0.2)
         if control.get(key) == value:
             lease_left = max(0.0, control.pttl(key) / 1000 + (time.monotonic() - frozen_at))
             return FrozenHolder(index, pid, value, frozen_at, lease_left), attempts
@@ -508,6 +513,12 @@ def freeze_lock_holder(
         f"no worker was caught holding the lock of event {event_id} in {timeout}s "
         f"({attempts} attempts)"
     )
+
+
+def _stopped(pid: int) -> bool:
+    """The process is stopped by a signal (state T in /proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
 
 
 def terminate_app_backends(database_url: str) -> int:

@@ -99,6 +99,28 @@ def lookup(engine: Engine, intent_id: str) -> Outcome | None:
         ).scalar_one_or_none()
 
 
+WITHDRAWN: Outcome = {"ok": False, "withdrawn": True}
+
+
+def withdraw(engine: Engine, event_id: int, intent: Intent) -> Outcome | None:
+    """Fence the intent off in the journal (None), unless it was applied first (its outcome)."""
+    with engine.begin() as connection:
+        fenced = connection.execute(
+            text(
+                "INSERT INTO toy_intents (id, event_id, n, outcome) "
+                "VALUES (:id, :e, :n, CAST(:outcome AS jsonb)) ON CONFLICT (id) DO NOTHING "
+                "RETURNING id"
+            ),
+            {"id": intent["id"], "e": event_id, "n": intent["n"], "outcome": json.dumps(WITHDRAWN)},
+        ).first()
+        if fenced is not None:
+            return None
+        stored = connection.execute(
+            text("SELECT outcome FROM toy_intents WHERE id = :id"), {"id": intent["id"]}
+        ).scalar_one()
+    return None if stored == WITHDRAWN else stored
+
+
 def submit_and_record(
     combiner: Combiner, engine: Engine, event_id: int, intent: Intent
 ) -> dict[str, Any]:
@@ -109,6 +131,7 @@ def submit_and_record(
             intent,
             apply_batch=partial(apply_batch, engine, event_id),
             lookup=partial(lookup, engine),
+            withdraw=partial(withdraw, engine, event_id),
         )
     except (DomainError, ValueError) as error:
         return {"id": intent["id"], "n": intent["n"], "error": type(error).__name__}
