@@ -61,9 +61,10 @@ class LockRow:
 
     @property
     def heat(self) -> tuple[int, int, bool, float]:
-        # Hottest first: requests queueing now, then demand in the window, then held now.
+        # Hottest first: requests queueing now, then demand in the window (requests served and
+        # given up: with combining, one hold serves a whole queue), then held now.
         last = self.last_activity.timestamp() if self.last_activity else 0.0
-        return (self.waiters, self.acquired + self.timeouts, self.held, last)
+        return (self.waiters, self.requests + self.timeouts, self.held, last)
 
 
 @dataclass(frozen=True)

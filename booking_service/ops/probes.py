@@ -61,7 +61,7 @@ def _hot_events() -> tuple[tuple[int, float], ...]:
     except Exception:  # the scrape must still report everything else
         log.warning("hot events not exported", exc_info=True)
         return ()
-    return tuple((row.event_id, float(row.acquired + row.timeouts)) for row in table.events)
+    return tuple((row.event_id, float(row.requests + row.timeouts)) for row in table.events)
 
 
 @blp.route("/livez")

@@ -115,7 +115,7 @@ class ScrapeTimeCollector:
                 yield GaugeMetricFamily(name, help_text, value=float(value))
         hot = GaugeMetricFamily(
             "booking_hot_event_lock_requests",
-            "Lock requests (acquired + timed out) in the live lock view's window, for its few "
+            "Lock requests (served + timed out) in the live lock view's window, for its few "
             "hottest events only; per-event detail stays in the live lock view.",
             labels=["event_id"],
         )
