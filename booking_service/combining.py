@@ -65,6 +65,7 @@ from booking_service.locking import (
     locks,
     reply_key,
     signal_key,
+    stats_key,
     waited_too_long,
 )
 
@@ -86,6 +87,11 @@ Hook = Callable[[str, list[Intent]], None]
 # wait of the intents queued behind a batch short. Larger batches save little more: the commit
 # (one WAL flush) is already shared by 64.
 COMBINE_BATCH_MAX = 64
+# How long a holder keeps draining before it hands the queue to a waiter (which takes the lock
+# on the release's wake-up): its own request waits for every batch it serves, so an endless
+# queue would otherwise keep one request (and the lock) for the whole rush. A few batches'
+# worth on this hardware; the hand-over costs a wake-up and a SET NX.
+HAND_OFF_SECONDS = 0.02
 # How long an unread reply lives: a waiter reads its reply within its wait; this only cleans up
 # after a waiter that died.
 REPLY_EXPIRE_MS = 60_000
@@ -128,6 +134,7 @@ class Combiner:
     batch_max: int = COMBINE_BATCH_MAX
     reply_expire_ms: int = REPLY_EXPIRE_MS
     wait_slice_seconds: float = WAIT_SLICE_SECONDS
+    hand_off_seconds: float = HAND_OFF_SECONDS
     hook: Hook | None = None
 
     @property
@@ -214,7 +221,9 @@ class Combiner:
                     holder=holder,
                     queue=intents_key(self.kind, job.event_id),
                     replies=replies,
-                    batch_max=self.batch_max,
+                    # Past its budget the holder hands the queue to a waiter, so that its own
+                    # request is answered and nobody holds the lock for a whole rush.
+                    batch_max=self.batch_max if held_for < self.hand_off_seconds else 0,
                     reply_expire_ms=self.reply_expire_ms,
                 )
             except REDIS_ERRORS:
@@ -299,7 +308,6 @@ class Combiner:
         started = time.monotonic()
         deadline = started + self.locks.wait_seconds
         metrics.lock_waiters.inc()
-        self.locks._record_stats(event_id, LockStats(waiters=1))
         answer: Outcome | None = None
         took = False
         try:
@@ -307,6 +315,8 @@ class Combiner:
             pipe.rpush(queue, job.payload)
             # The lost wake-up: the holder may have released between our SET NX and RPUSH.
             pipe.set(lock_key(event_id), holder, nx=True, ex=self.locks.expire_seconds)
+            # Counted in the live lock view's waiters; the holder that answers counts it out.
+            pipe.hincrby(stats_key(event_id), "waiters", 1)
             took = bool(pipe.execute()[1])
             while not took:
                 remaining = deadline - time.monotonic()
@@ -321,6 +331,7 @@ class Combiner:
                 # A release (ours or a plain python-redis-lock one), or a slice without news.
                 took = self.locks._try_take(holder, event_id)
         except REDIS_ERRORS as error:
+            self._left_queue(event_id)
             applied = job.withdraw(job.intent)  # queued: a holder may have it
             if applied is not None:
                 return applied
@@ -328,7 +339,6 @@ class Combiner:
         finally:
             metrics.lock_waiters.dec()
             metrics.lock_wait_seconds.observe(time.monotonic() - started)
-            self.locks._record_stats(event_id, LockStats(waiters=-1))
         if answer is not None:
             return self._answered(job, answer)
         if took:
@@ -351,6 +361,8 @@ class Combiner:
             if applied is not None:
                 return applied
             raise lock_service_down() from error
+        if replied is None:
+            self._left_queue(job.event_id)  # no holder answered it (and so counted it out)
         drained = [json.loads(item) for item in drained_raw or []]
         if any(intent["id"] == job.id for intent in drained):
             return self._hold(job, holder, [drained])
@@ -384,9 +396,11 @@ class Combiner:
                 # Nobody took it, by this Redis' account; after a failover the old primary may
                 # have handed it to a holder all the same: the database has the last word.
                 applied = job.withdraw(job.intent)
+                self.locks._record_stats(
+                    event_id, LockStats(waiters=-1, timeouts=int(applied is None))
+                )
                 if applied is not None:
                     return applied
-                self.locks._record_stats(event_id, LockStats(timeouts=1))
                 raise waited_too_long(event_id, self.locks.wait_seconds)
             # A holder drained it. Wait for its answer while it is there: until the lock is
             # gone or someone else's (the holder released, or its lease ran out), or at most
@@ -408,6 +422,7 @@ class Combiner:
             raise lock_service_down() from error
         if replied is not None:
             return self._answered(job, json.loads(replied))
+        self._left_queue(event_id)  # its holder died before answering (and counting it out)
         # The holder left without answering: the database knows. May raise (database
         # unreachable): the caller's 503 outcome_unknown.
         outcome = job.lookup(job.id)
@@ -447,6 +462,10 @@ class Combiner:
         raise waited_too_long(event_id, self.locks.wait_seconds)
 
     # --- helpers -----------------------------------------------------------------------------
+
+    def _left_queue(self, event_id: int) -> None:
+        """A queued waiter that no holder answered leaves the live view's waiters itself."""
+        self.locks._record_stats(event_id, LockStats(waiters=-1))
 
     def _reply_key(self, job: _Submit, intent: Intent) -> str:
         return reply_key(self.kind, job.event_id, str(intent["id"]))

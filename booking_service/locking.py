@@ -62,7 +62,8 @@ INDEX_REFRESHES_PER_WINDOW = 10
 # Otherwise the lock stays ours with a fresh lease and the next batch comes back ("more").
 #   KEYS: lock key, signal list, statistics hash[, intent queue[, reply lists...]]
 #   ARGV: holder id ('' = statistics only), signal expiry (ms), now (Unix seconds), window (s),
-#         index refresh interval (s), lease (ms), batch max, reply expiry (ms), one reply per
+#         index refresh interval (s), lease (ms), batch max (0: release all the same, the
+#         wake-up hands the queue to a waiter), reply expiry (ms), one reply per
 #         reply list, then field/amount pairs to add
 # Returns {unlock answer (0 released, 1 not held, 2 more queued, -1 no release), 1 if the
 # index is due[, the next batch of queued intents when 2]}.
@@ -72,12 +73,17 @@ for i = 1, replies do
     redis.call('rpush', KEYS[4 + i], ARGV[8 + i])
     redis.call('pexpire', KEYS[4 + i], ARGV[8])
 end
+if replies > 0 then
+    -- Each answered waiter leaves the queue here (it counted itself in when it queued).
+    redis.pcall('hincrby', KEYS[3], 'waiters', -replies)
+end
 local released = -1
 if ARGV[1] ~= '' then
     if redis.call('get', KEYS[1]) ~= ARGV[1] then
         released = 1
-    elseif #KEYS >= 4 and redis.call('llen', KEYS[4]) > 0 then
-        -- Intents are queued: keep the lock, renew the lease and hand back the next batch.
+    elseif #KEYS >= 4 and tonumber(ARGV[7]) > 0 and redis.call('llen', KEYS[4]) > 0 then
+        -- Intents are queued: keep the lock, renew the lease and hand back the next batch
+        -- (a batch max of 0: the holder hands over; the wake-up below brings a waiter).
         -- Statistics wait for the real release, which adds the whole hold at once.
         redis.call('pexpire', KEYS[1], ARGV[6])
         return {2, 0, redis.call('lpop', KEYS[4], ARGV[7])}

@@ -334,7 +334,8 @@ def test_a_waiter_past_its_deadline_gets_the_outcome_of_its_taken_intent(
             taken.set()
             time.sleep(1.0)  # twice the waiters' wait, within the lease
 
-    holder = Combiner(KIND, locks=make_locks(toy_redis, wait=0.5), hook=slow)
+    # No hand-over: this holder drains what queued behind it, however slowly.
+    holder = Combiner(KIND, locks=make_locks(toy_redis, wait=0.5), hook=slow, hand_off_seconds=60)
     waiter = Combiner(KIND, locks=make_locks(toy_redis, wait=0.5))
     with ThreadPoolExecutor(4) as pool:
         holding = pool.submit(submitter(holder, engine, event_id), new_intent())
@@ -421,7 +422,10 @@ def test_a_long_drain_renews_its_lease(engine: Engine, toy_redis: redis.Redis) -
         if point == "drained" and queued.is_set():
             time.sleep(0.6)
 
-    holder = Combiner(KIND, locks=make_locks(toy_redis, expire=1), batch_max=2, hook=slow)
+    # No hand-over: the drain under test lasts longer than the lease.
+    holder = Combiner(
+        KIND, locks=make_locks(toy_redis, expire=1), batch_max=2, hook=slow, hand_off_seconds=60
+    )
     waiter = Combiner(KIND, locks=make_locks(toy_redis, wait=8.0, expire=1))
     with ThreadPoolExecutor(7) as pool:
         holding = pool.submit(submitter(holder, engine, event_id), new_intent())
@@ -504,7 +508,8 @@ def test_a_zombie_holder_s_late_commit_changes_nothing(
             late.append(outcomes)
         return outcomes
 
-    zombie = Combiner(KIND, locks=make_locks(toy_redis, expire=1), hook=pause)
+    # No hand-over: this holder goes on to drain what queued behind it.
+    zombie = Combiner(KIND, locks=make_locks(toy_redis, expire=1), hook=pause, hand_off_seconds=60)
     waiter = Combiner(KIND, locks=make_locks(toy_redis, wait=5.0, expire=1))
     with ThreadPoolExecutor(4) as pool:
         held = pool.submit(
