@@ -813,7 +813,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = SMOKE if args.smoke else FULL
     if args.s6_instances:
-        sizes = replace(sizes, scaleout_instances=args.s6_instances)
+        # Booting them all at once on 2 cores takes longer the more there are.
+        sizes = replace(
+            sizes,
+            scaleout_instances=args.s6_instances,
+            scaleout_start_timeout=max(sizes.scaleout_start_timeout, 3.0 * args.s6_instances),
+        )
     if args.s6_workers:
         sizes = replace(sizes, scaleout_workers=args.s6_workers)
     require_tool("wrk")

@@ -8,7 +8,9 @@ each waiter through its own reply list. Nothing here knows what an intent means:
 - an *intent* is a JSON-serializable dict with a unique string ``"id"`` (uuid4 hex);
 - ``apply_batch(intents)`` applies intents in order in one transaction and returns one
   JSON-serializable outcome per intent; it is idempotent per intent id (the caller's database
-  journals applied ids with their outcome) and, when it raises, applied none of them;
+  journals applied ids with their outcome; an intent marked ``"unqueued": true`` was never
+  queued, so nobody else can apply it or ask for it, and it need not be journaled) and, when
+  it raises, applied none of them;
 - ``lookup(intent_id)`` reads an applied intent's outcome from the database, None if none;
 - ``withdraw(intent_id)`` fences an intent off in the database: from then on it is never
   applied (a holder that drains it later answers with the fence and changes nothing); it
@@ -100,6 +102,8 @@ REPLY_EXPIRE_MS = 60_000
 WAIT_SLICE_SECONDS = 0.25
 # The outcome a holder sends for an intent of a failed batch (reserved: not a caller's key).
 RETRY_ALONE = "retry_alone"
+# Set (true) on an intent that its own submitter applies without ever queuing it (reserved).
+UNQUEUED = "unqueued"
 
 
 def _text(value: bytes | str) -> str:
@@ -161,8 +165,11 @@ class Combiner:
         or ``withdraw`` raised when the outcome had to be read from the database.
         """
         job = _Submit(event_id, intent, apply_batch, lookup, withdraw)
+        # Applied by its own submitter without ever being queued: nobody else can hold it or
+        # ask what became of it, so the caller need not journal it.
+        unqueued = [{**intent, UNQUEUED: True}]
         if self.locks.strategy == "none":
-            return self._apply_alone(job)
+            return self._apply_alone(job, unqueued)
         holder = self.locks._holder_id()
         started = time.monotonic()
         try:
@@ -179,7 +186,7 @@ class Combiner:
         # intents queued is rare and brief (a waiter between its RPUSH and its second SET NX,
         # or a dead holder's lease), and looking would cost every uncontended submit a round
         # trip. Whatever is queued follows, drained by the release script.
-        return self._hold(job, holder, [[intent]])
+        return self._hold(job, holder, [unqueued])
 
     # --- holding the lock --------------------------------------------------------------------
 
@@ -292,8 +299,8 @@ class Combiner:
         except Exception as error:
             return error
 
-    def _apply_alone(self, job: _Submit) -> Outcome:
-        (outcome,) = job.apply_batch([job.intent])
+    def _apply_alone(self, job: _Submit, batch: list[Intent] | None = None) -> Outcome:
+        (outcome,) = job.apply_batch(batch or [job.intent])
         return outcome
 
     # --- waiting -----------------------------------------------------------------------------

@@ -93,6 +93,7 @@ DECLARE
     w waitlist_entries%ROWTYPE;
     it jsonb;
     kind text;
+    journaled boolean;
     cust bigint;
     n integer;
     res jsonb;
@@ -140,12 +141,17 @@ BEGIN
     END IF;
 
     FOR it IN SELECT value FROM jsonb_array_elements(p_intents) LOOP
-        SELECT outcome INTO res FROM seat_intents WHERE id = it->>'id';
-        IF FOUND THEN  -- applied before (a replayed batch): its first outcome, nothing changes
+        -- Journaled unless its own submitter applies it unqueued (combining.py): nobody
+        -- else can apply that one, or ask what became of it.
+        journaled := (it->>'unqueued') IS NULL;
+        res := NULL;
+        IF journaled THEN
+            SELECT outcome INTO res FROM seat_intents WHERE id = it->>'id';
+        END IF;
+        IF res IS NOT NULL THEN  -- applied before (a replayed batch): its first answer
             RETURN QUERY SELECT it->>'id', res;
             CONTINUE;
         END IF;
-        res := NULL;
         kind := it->>'kind';
         cust := (it->>'customer')::bigint;
         n := (it->>'seats')::integer;
@@ -416,8 +422,10 @@ BEGIN
                                                      'leave', 'capacity') THEN
             {_OFFER}
         END IF;
-        INSERT INTO seat_intents (id, event_id, kind, outcome, created_at)
-        VALUES (it->>'id', ev.id, kind, res, now());
+        IF journaled THEN
+            INSERT INTO seat_intents (id, event_id, kind, outcome, created_at)
+            VALUES (it->>'id', ev.id, kind, res, now());
+        END IF;
         RETURN QUERY SELECT it->>'id', res;
     END LOOP;
 

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from booking_service.extensions import db
 from booking_service.services import invariants, ledger
 from tests import factories as f
-from tests.api.test_sale_flows import book, event, hold, join
+from tests.api.test_sale_flows import book, event, hold
 
 API = f.API
 
@@ -141,25 +141,35 @@ def test_an_event_that_does_not_exist_is_a_404_before_any_lock_or_redis_write(
     assert not [key for key in new_keys if str(invented) in key], new_keys
 
 
-def test_every_applied_change_is_journaled_with_its_outcome(client: FlaskClient) -> None:
-    shown = event(client, capacity=1)
-    first, second = f.customer(client), f.customer(client)
-    assert book(client, first["token"], shown["id"]).status_code == 201
-    f.assert_problem(hold(client, second["token"], shown["id"]), 409, "event_full")
-    assert join(client, second["token"], shown["id"]).status_code == 201
-
+def _journal(event_id: int) -> list[tuple[str, str | None]]:
     with db.single_statement() as connection:
-        kinds = [
+        return [
             (row.kind, row.outcome.get("error"))
             for row in connection.execute(
                 text(
                     "SELECT kind, outcome FROM seat_intents WHERE event_id = :e ORDER BY created_at"
                 ),
-                {"e": shown["id"]},
+                {"e": event_id},
             )
         ]
-    # The refused hold never reached the ledger: a fresh read refused it before the lock.
-    assert kinds == [("book", None), ("join", None)]
+
+
+def test_queued_changes_are_journaled_and_unqueued_ones_need_not_be(client: FlaskClient) -> None:
+    shown = event(client, capacity=3)
+    first, second = f.customer(client)["user"]["id"], f.customer(client)["user"]["id"]
+    queued = ledger.intent("book", customer_id=first, seats=1)
+    unqueued = {**ledger.intent("book", customer_id=second, seats=1), "unqueued": True}
+    with db.single_write() as connection:
+        outcomes, _ = ledger.apply(connection, shown["id"], [queued, unqueued])
+
+    assert all("booking" in outcome for outcome in outcomes)
+    # A queued intent may be asked for (a waiter whose holder died) or replayed (a holder
+    # that lost its lease): journaled. One its own submitter applied unqueued cannot be.
+    assert _journal(shown["id"]) == [("book", None)]
+    assert ledger.applied_outcome(queued["id"]) == outcomes[0]
+    # Through the API, uncontended: applied by its own request, unqueued.
+    assert book(client, f.customer(client)["token"], shown["id"]).status_code == 201
+    assert _journal(shown["id"]) == [("book", None)]
 
 
 def test_a_replayed_intent_answers_its_first_outcome_and_changes_nothing(
@@ -184,8 +194,12 @@ def test_purge_seat_intents_deletes_journal_rows_past_their_retention(
     client: FlaskClient, app: Flask
 ) -> None:
     shown = event(client, capacity=10)
-    for _ in range(3):
-        assert book(client, f.customer(client)["token"], shown["id"]).status_code == 201
+    intents = [
+        ledger.intent("book", customer_id=f.customer(client)["user"]["id"], seats=1)
+        for _ in range(3)
+    ]
+    with db.single_write() as connection:  # as a holder applies queued intents
+        ledger.apply(connection, shown["id"], intents)
     with db.transaction() as session:  # two of them were applied two days ago
         session.execute(
             text(
