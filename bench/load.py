@@ -186,7 +186,7 @@ def _parse_wrk(stdout: str, stopped_early: bool) -> LoadResult:
 
 def pgbench_script() -> str:
     """The service's booking transaction as pgbench runs it: the seat ledger's statement with
-    one booking intent, on its own.
+    one booking intent, on its own, as an uncontended request applies it (unqueued).
 
     The service calls the stored function outside an explicit transaction (autocommit: the
     statement is the transaction); pgbench does the same with no BEGIN/COMMIT around it. The
@@ -201,7 +201,7 @@ def pgbench_script() -> str:
         "\\set customer_id :first_customer_id + :client_id * :stride + (:n % :stride)\n"
         f"SELECT * FROM {APPLY_INTENTS.name}(:event_id, jsonb_build_array(jsonb_build_object("
         "'id', md5(random()::text), 'kind', 'book', "
-        "'customer', CAST(:customer_id AS bigint), 'seats', 1)), "
+        "'customer', CAST(:customer_id AS bigint), 'seats', 1, 'unqueued', true)), "
         "interval '600 seconds', interval '1800 seconds', 20);\n"
     )
 

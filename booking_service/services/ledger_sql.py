@@ -156,10 +156,11 @@ BEGIN
         cust := (it->>'customer')::bigint;
         n := (it->>'seats')::integer;
         -- The customer's seats on the event: an active booking and a live hold (or offer).
-        booked := coalesce((SELECT seats FROM bookings WHERE event_id = ev.id
-                             AND customer_id = cust AND status = 'active'), 0);
-        held := coalesce((SELECT seats FROM holds WHERE event_id = ev.id
-                           AND customer_id = cust AND status = 'held'), 0);
+        SELECT coalesce((SELECT seats FROM bookings WHERE event_id = ev.id
+                          AND customer_id = cust AND status = 'active'), 0),
+               coalesce((SELECT seats FROM holds WHERE event_id = ev.id
+                          AND customer_id = cust AND status = 'held'), 0)
+          INTO booked, held;
 
         IF kind = 'book' THEN
             {_CLOSED}
