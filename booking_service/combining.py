@@ -52,6 +52,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from booking_service import metrics
@@ -119,10 +120,11 @@ class _Submit:
     apply_batch: ApplyBatch
     lookup: Lookup
     withdraw: Withdraw
-    payload: str = ""  # the intent as queued: LREM needs the exact bytes
 
-    def __post_init__(self) -> None:
-        self.payload = json.dumps(self.intent, separators=(",", ":"))
+    @cached_property
+    def payload(self) -> str:
+        """The intent as queued (LREM needs the exact bytes); only a contended one is."""
+        return json.dumps(self.intent, separators=(",", ":"))
 
     @property
     def id(self) -> str:

@@ -1,10 +1,10 @@
 """Bookings: the path that must never overbook (docs/architecture.md, "The booking path").
 
-Order on the booking path: cheap rejections without lock or write → event lock (taken before a
-database connection is checked out, so queued requests hold no connection) → one short
-transaction → release; ``services.seats`` runs the last three, for this process's requests for
-the same event together. The conditional seat update and the partial unique index are what make
-overbooking and double booking impossible; the lock only keeps the queue in Redis.
+Order on the booking path: cheap rejections without lock or write → the seat ledger
+(services/ledger.py): the event lock, taken before a database connection is checked out, then
+one statement on the locked event row, batched with the other changes queued for the event on
+any instance → release. The locked row, the CHECK on the counters and the partial unique index
+are what make overbooking and double booking impossible; the lock only keeps the queue in Redis.
 """
 
 from __future__ import annotations
@@ -85,8 +85,9 @@ def create_booking(
         return ledger.booking_of(ledger.outcome_of(outcome, book, event_id))
 
 
-def _change(customer: User, booking_id: int, intent: dict[str, Any]) -> Booking:
+def _change(customer: User, intent: dict[str, Any]) -> Booking:
     """Apply a change to the customer's booking through the ledger (404 before any lock)."""
+    booking_id = intent["booking"]
     event_id = seating.own_event_id(Booking, booking_id, customer.id)
     if event_id is None:
         raise BookingNotFound(f"Booking {booking_id} does not exist.")
@@ -96,20 +97,20 @@ def _change(customer: User, booking_id: int, intent: dict[str, Any]) -> Booking:
 def cancel_booking(*, customer: User, booking_id: int) -> Booking:
     """Cancel an active booking before its event starts, freeing its seats."""
     cancel = ledger.intent("cancel", customer_id=customer.id, booking=booking_id)
-    return _change(customer, booking_id, cancel)
+    return _change(customer, cancel)
 
 
 def change_seats(*, customer: User, booking_id: int, seats: int) -> Booking:
     """Set the seats of an active booking: fewer frees them, more takes them like a booking
     (all or nothing, waitlist first)."""
     change = ledger.intent("change", customer_id=customer.id, booking=booking_id, seats=seats)
-    return _change(customer, booking_id, change)
+    return _change(customer, change)
 
 
 def reactivate_booking(*, customer: User, booking_id: int) -> Booking:
     """Re-activate a cancelled booking if its seats are free."""
     reactivate = ledger.intent("reactivate", customer_id=customer.id, booking=booking_id)
-    return _change(customer, booking_id, reactivate)
+    return _change(customer, reactivate)
 
 
 def delete_booking(*, customer: User, booking_id: int) -> None:
@@ -118,9 +119,7 @@ def delete_booking(*, customer: User, booking_id: int) -> None:
     An active booking follows the cancel rule: not once its event has started. A cancelled
     one holds no seat, so it may be deleted at any time.
     """
-    _change(
-        customer, booking_id, ledger.intent("delete", customer_id=customer.id, booking=booking_id)
-    )
+    _change(customer, ledger.intent("delete", customer_id=customer.id, booking=booking_id))
 
 
 def get_booking(*, viewer: User, booking_id: int) -> Booking:

@@ -4,9 +4,9 @@ Every seat change is an *intent* (book, reactivate, change, cancel, delete, hold
 release, expire, join, leave, capacity) applied by one stored function (services/ledger_sql.py)
 to its event's locked row, where the rules are written once. This module owns the rest:
 
-- the group commit: requests of one event that queue together form a batch behind the first
-  of them, the leader, which takes the event lock, applies the whole batch in one round trip,
-  commits once and hands every request its own outcome (``submit``);
+- the group commit: intents of one event that find its lock taken queue for whoever holds
+  it, on any instance, which applies them in batches, one round trip and one commit each,
+  and hands every request its own outcome (``run``, through ``combining.Combiner``);
 - the outcome of each intent, as the services' objects or their domain errors;
 - what follows a commit: the change counter announced whenever seats came free, the snapshot
   of a sold-out event dropped, the metrics of holds and offers.
@@ -59,6 +59,7 @@ from booking_service.errors import (
 from booking_service.extensions import db
 from booking_service.locking import locks
 from booking_service.models import Booking, Hold, SeatIntent
+from booking_service.services import seating
 from booking_service.services.ledger_sql import APPLY_INTENTS
 from booking_service.services.snapshots import event_snapshots
 
@@ -98,17 +99,6 @@ class Summary:
     conversions: int = 0
     lapsed_since: str | None = None
 
-    @classmethod
-    def of(cls, row: dict[str, Any]) -> Summary:
-        return cls(
-            free=row["free"],
-            freed=row["freed"],
-            expired=row["expired"],
-            offers=row["offers"],
-            conversions=row["conversions"],
-            lapsed_since=row.get("lapsed_since"),
-        )
-
 
 def apply(
     connection: Connection, event_id: int, intents: list[dict[str, Any]]
@@ -127,7 +117,7 @@ def apply(
     ).all()
     by_id = {row.intent_id: row.outcome for row in rows if row.intent_id is not None}
     summaries = [row.outcome for row in rows if row.intent_id is None]
-    summary = Summary.of(summaries[0]) if summaries else Summary(free=0, freed=False)
+    summary = Summary(**summaries[0]) if summaries else Summary(free=0, freed=False)
     return [by_id[item["id"]] for item in intents], summary
 
 
@@ -143,14 +133,10 @@ def published(event_id: int, summary: Summary) -> None:
         metrics.waitlist_offers_total.inc(summary.offers)
         metrics.holds_total.labels(outcome="created").inc(summary.offers)
         since = datetime.fromisoformat(summary.lapsed_since) if summary.lapsed_since else None
-        waited = (now() - since).total_seconds() if since else 0.0
+        waited = (seating.now() - since).total_seconds() if since else 0.0
         metrics.seat_freed_to_offer_seconds.observe(max(0.0, waited))
     if summary.conversions:
         metrics.waitlist_conversions_total.inc(summary.conversions)
-
-
-def now() -> datetime:
-    return datetime.now().astimezone()
 
 
 # --- outcomes ------------------------------------------------------------------------------

@@ -441,7 +441,6 @@ BEGIN
     -- The batch's summary, under no intent id: what the caller announces and counts.
     RETURN QUERY SELECT NULL::text, jsonb_build_object(
         'free', ev.capacity - ev.booked_count - ev.held_count,
-        'waitlist_length', ev.waitlist_length,
         'freed', freed, 'expired', expired, 'offers', offers, 'conversions', conversions,
         'lapsed_since', lapsed_since);
 END""",
