@@ -55,9 +55,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from flask import Flask
 
     from booking_service import config as config_module
-    from booking_service import errors, metrics
-    from booking_service.extensions import db, openapi, redis_client
+    from booking_service import metrics
+    from booking_service.api import openapi
+    from booking_service.database import db
     from booking_service.locking import locks
+    from booking_service.ratelimit import limiter
+    from booking_service.redis_clients import redis_client
     from booking_service.services import accounts, ledger, sessions
     from booking_service.services.snapshots import event_snapshots
     from booking_service.services.sweeper import sweeper
@@ -72,8 +75,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     _configure_logging(app.config["LOG_LEVEL"])
 
     metrics.configure(enabled=bool(app.config["METRICS_ENABLED"]))
-    db.init_app(app)
-    redis_client.init_app(app)
+    db.configure(app.config)
+    redis_client.configure(app.config)
+    limiter.configure(redis_client.get())
     locks.configure(app.config, redis_client.get())
     ledger.configure(app.config)
     event_snapshots.configure(app.config)
@@ -84,7 +88,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     accounts.settings.device_ttl = timedelta(days=app.config["DEVICE_TOKEN_TTL_DAYS"])
 
     openapi.init_app(app)
-    from booking_service.api.common import document_stock_problems
+    from booking_service.api.problems import document_stock_problems
 
     document_stock_problems(openapi)
     from booking_service.api.schemas import document_schema_rules
@@ -96,11 +100,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     for blueprint in (auth.blp, events.blp, bookings.blp, holds.blp, waitlist.blp, history.blp):
         openapi.register_blueprint(blueprint)
     ops.register(openapi, app)
-    errors.init_app(app)  # after openapi, so our problem+json handler wins
-    metrics.instrument(app)
-    from booking_service import ratelimit, security
+    from booking_service.web import problems, request_metrics, security
 
-    ratelimit.init_app(app)
+    problems.init_app(app)  # after openapi, so our problem+json handler wins
+    request_metrics.instrument(app)
     security.init_app(app)  # body size, JSON parsing, CORS, security headers
 
     from booking_service.cli import register_commands

@@ -9,8 +9,8 @@ import click
 from flask import Flask, current_app
 
 from booking_service import migrate, usernames
+from booking_service.database import db
 from booking_service.errors import UsernameTaken, ValidationFailed
-from booking_service.extensions import db
 from booking_service.models import Booking, BookingStatus, Event, Role, User
 from booking_service.services import accounts, idempotency, invariants, ledger
 

@@ -56,7 +56,6 @@ from functools import cached_property
 from typing import Any
 
 from booking_service import metrics
-from booking_service.extensions import REDIS_ERRORS, RedisConnection
 from booking_service.locking import (
     UNLOCK_MORE,
     UNLOCK_NOT_HELD,
@@ -71,6 +70,7 @@ from booking_service.locking import (
     stats_key,
     waited_too_long,
 )
+from booking_service.redis_clients import REDIS_ERRORS, RedisConnection
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from booking_service import metrics
 from booking_service.errors import LockTimeout, LockUnavailable
-from booking_service.extensions import REDIS_ERRORS, RedisConnection
+from booking_service.redis_clients import REDIS_ERRORS, RedisConnection
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Create the database if it is missing and bring its schema up to date.
 
 Alembic migrations for the tables, then the stored functions of the hot path (CREATE OR
-REPLACE; each name carries a digest of its definition, see extensions.StoredFunction).
+REPLACE; each name carries a digest of its definition, see database.StoredFunction).
 """
 
 from __future__ import annotations

@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from flask import Flask
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
 
-from booking_service.extensions import REDIS_ERRORS, RedisConnection, redis_client, round_trip
+from booking_service.redis_clients import REDIS_ERRORS, RedisConnection, round_trip
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +153,3 @@ class RateLimiter:
 
 
 limiter = RateLimiter()
-
-
-def init_app(app: Flask) -> None:
-    """Count in the service's Redis (the client the locks use)."""
-    limiter.configure(redis_client.get())

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
 from booking_service import create_app, migrate
-from booking_service.extensions import db
+from booking_service.database import db
 from booking_service.services.snapshots import event_snapshots
 
 TEST_DATABASE_URL = os.environ.get(

@@ -13,7 +13,7 @@ from typing import Any
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from booking_service.extensions import db
+from booking_service.database import db
 from booking_service.models import Booking, Event
 
 API = "/api/v1"

@@ -6,14 +6,10 @@ from typing import Any
 
 from flask.views import MethodView
 
-from booking_service.api.common import (
-    Blueprint,
-    auth_required,
-    bearer_token,
-    current_user,
-    problems,
-)
+from booking_service.api.access import auth_required, bearer_token, current_user
+from booking_service.api.blueprint import Blueprint
 from booking_service.api.limits import limit_sign_in
+from booking_service.api.problems import problems
 from booking_service.api.schemas import (
     CustomerRegistrationSchema,
     LoginSchema,

@@ -6,19 +6,13 @@ from typing import Any
 
 from flask import url_for
 from flask.views import MethodView
-from flask_smorest.pagination import PaginationParameters
 
-from booking_service.api.common import (
-    ID,
-    Blueprint,
-    auth_required,
-    current_admission,
-    current_user,
-    page_items,
-    problems,
-)
+from booking_service.api.access import auth_required, current_admission, current_user
+from booking_service.api.blueprint import ID, Blueprint
 from booking_service.api.idempotency import idempotent
 from booking_service.api.limits import limit_per_user
+from booking_service.api.pagination import paginated
+from booking_service.api.problems import problems
 from booking_service.api.schemas import (
     BookingCreateSchema,
     BookingQuerySchema,
@@ -26,29 +20,22 @@ from booking_service.api.schemas import (
     BookingSeatsSchema,
 )
 from booking_service.errors import (
+    SEAT_CHANGE_UNAVAILABLE,
     AlreadyActive,
     AlreadyBooked,
     BookingNotFound,
-    DbUnavailable,
     EventEnded,
     EventFull,
     EventNotFound,
     EventStarted,
-    LockTimeout,
-    LockUnavailable,
     NotActive,
-    OutcomeUnknown,
     TooManySeats,
     ValidationFailed,
 )
 from booking_service.models import Booking, Role
-from booking_service.services import bookings
+from booking_service.services import Page, PageRequest, bookings
 
 blp = Blueprint("bookings", __name__, url_prefix="/api/v1/bookings", description="Bookings")
-
-LOCK_ERRORS = (LockTimeout, LockUnavailable, DbUnavailable)
-# A connection lost while a change was committed: it may or may not have been made.
-WRITE_ERRORS = (OutcomeUnknown,)
 
 
 @blp.route("")
@@ -56,20 +43,16 @@ class Bookings(MethodView):
     @auth_required(blp)
     @blp.arguments(BookingQuerySchema, location="query")
     @blp.response(200, BookingSchema(many=True))
-    @blp.paginate()
+    @paginated(blp)
     @problems(blp, ValidationFailed)
-    def get(
-        self, query: dict[str, Any], pagination_parameters: PaginationParameters
-    ) -> list[Booking]:
+    def get(self, query: dict[str, Any], page: PageRequest) -> Page[Booking]:
         """List bookings: a customer's own, or those of an organizer's events; newest first"""
-        page = bookings.list_bookings(
+        return bookings.list_bookings(
             viewer=current_user(),
             status=query.get("status"),
             event_id=query.get("event_id"),
-            page=pagination_parameters.page,
-            page_size=pagination_parameters.page_size,
+            page=page,
         )
-        return page_items(page, pagination_parameters)
 
     @auth_required(blp, Role.CUSTOMER, event_version_of="event_id")
     @limit_per_user(blp, setting="RATE_LIMIT_BOOKINGS", scope="bookings")
@@ -85,8 +68,7 @@ class Bookings(MethodView):
         AlreadyBooked,
         EventStarted,
         EventEnded,
-        *LOCK_ERRORS,
-        *WRITE_ERRORS,
+        *SEAT_CHANGE_UNAVAILABLE,
     )
     def post(self, body: dict[str, Any]) -> tuple[Booking, dict[str, str]]:
         """Book seats on an event, all or none (customers); never overbooks"""
@@ -123,8 +105,7 @@ class BookingDetail(MethodView):
         TooManySeats,
         EventStarted,
         EventEnded,
-        *LOCK_ERRORS,
-        *WRITE_ERRORS,
+        *SEAT_CHANGE_UNAVAILABLE,
     )
     def patch(self, body: dict[str, Any], booking_id: int) -> Booking:
         """Change a booking's seats (its customer): fewer frees them, more takes them"""
@@ -142,7 +123,7 @@ class BookingDetail(MethodView):
             "time."
         )
     )
-    @problems(blp, BookingNotFound, EventStarted, EventEnded, *LOCK_ERRORS, *WRITE_ERRORS)
+    @problems(blp, BookingNotFound, EventStarted, EventEnded, *SEAT_CHANGE_UNAVAILABLE)
     def delete(self, booking_id: int) -> None:
         """Delete a booking (its customer), freeing the seat if it was active"""
         bookings.delete_booking(customer=current_user(), booking_id=booking_id)
@@ -152,9 +133,7 @@ class BookingDetail(MethodView):
 class CancelBooking(MethodView):
     @auth_required(blp, Role.CUSTOMER)
     @blp.response(200, BookingSchema)
-    @problems(
-        blp, BookingNotFound, NotActive, EventStarted, EventEnded, *LOCK_ERRORS, *WRITE_ERRORS
-    )
+    @problems(blp, BookingNotFound, NotActive, EventStarted, EventEnded, *SEAT_CHANGE_UNAVAILABLE)
     def post(self, booking_id: int) -> Booking:
         """Cancel a booking before its event starts (its customer), freeing the seat"""
         return bookings.cancel_booking(customer=current_user(), booking_id=booking_id)
@@ -175,8 +154,7 @@ class ReactivateBooking(MethodView):
         AlreadyBooked,
         EventStarted,
         EventEnded,
-        *LOCK_ERRORS,
-        *WRITE_ERRORS,
+        *SEAT_CHANGE_UNAVAILABLE,
     )
     def post(self, booking_id: int) -> Booking:
         """Re-activate a cancelled booking if a seat is free (its customer)"""

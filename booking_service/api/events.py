@@ -5,18 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest.pagination import PaginationParameters
 
-from booking_service.api.common import (
-    BEARER,
-    ID,
-    Blueprint,
-    auth_required,
-    bearer_token,
-    current_user,
-    page_items,
-    problems,
-)
+from booking_service.api.access import BEARER, auth_required, bearer_token, current_user
+from booking_service.api.blueprint import ID, Blueprint
+from booking_service.api.pagination import paginated
+from booking_service.api.problems import problems
 from booking_service.api.schemas import (
     BookingSchema,
     EventBookingQuerySchema,
@@ -37,7 +30,7 @@ from booking_service.errors import (
     ValidationFailed,
 )
 from booking_service.models import Booking, Event, Role
-from booking_service.services import accounts, events
+from booking_service.services import Page, PageRequest, accounts, events
 
 blp = Blueprint("events", __name__, url_prefix="/api/v1/events", description="Events")
 
@@ -48,11 +41,9 @@ class Events(MethodView):
     @blp.doc(security=[{}, *BEARER])
     @blp.arguments(EventQuerySchema, location="query")
     @blp.response(200, EventSchema(many=True))
-    @blp.paginate()
+    @paginated(blp)
     @problems(blp, ValidationFailed, Unauthorized, Forbidden, DbUnavailable)
-    def get(
-        self, query: dict[str, Any], pagination_parameters: PaginationParameters
-    ) -> list[Event]:
+    def get(self, query: dict[str, Any], page: PageRequest) -> Page[Event]:
         """List events; filter by when=upcoming|ongoing|past, or mine=true for organizers"""
         organizer_id = None
         if query["mine"]:
@@ -61,13 +52,11 @@ class Events(MethodView):
             if user.role != Role.ORGANIZER.value:
                 raise Forbidden("mine=true is for organizers.")
             organizer_id = user.id
-        page = events.list_events(
+        return events.list_events(
             when=query.get("when"),
             organizer_id=organizer_id,
-            page=pagination_parameters.page,
-            page_size=pagination_parameters.page_size,
+            page=page,
         )
-        return page_items(page, pagination_parameters)
 
     @auth_required(blp, Role.ORGANIZER)
     @blp.arguments(EventCreateSchema)
@@ -116,17 +105,13 @@ class EventBookings(MethodView):
     @auth_required(blp, Role.ORGANIZER, Role.ADMIN)
     @blp.arguments(EventBookingQuerySchema, location="query")
     @blp.response(200, BookingSchema(many=True))
-    @blp.paginate()
+    @paginated(blp)
     @problems(blp, ValidationFailed, EventNotFound)
-    def get(
-        self, query: dict[str, Any], event_id: int, pagination_parameters: PaginationParameters
-    ) -> list[Booking]:
+    def get(self, query: dict[str, Any], event_id: int, page: PageRequest) -> Page[Booking]:
         """List the bookings of an event (its organizer), newest first"""
-        page = events.list_event_bookings(
+        return events.list_event_bookings(
             actor=current_user(),
             event_id=event_id,
             status=query.get("status"),
-            page=pagination_parameters.page,
-            page_size=pagination_parameters.page_size,
+            page=page,
         )
-        return page_items(page, pagination_parameters)

@@ -6,19 +6,13 @@ from typing import Any
 
 from flask import url_for
 from flask.views import MethodView
-from flask_smorest.pagination import PaginationParameters
 
-from booking_service.api.bookings import LOCK_ERRORS, WRITE_ERRORS
-from booking_service.api.common import (
-    ID,
-    Blueprint,
-    auth_required,
-    current_user,
-    page_items,
-    problems,
-)
+from booking_service.api.access import auth_required, current_user
+from booking_service.api.blueprint import ID, Blueprint
 from booking_service.api.idempotency import idempotent
 from booking_service.api.limits import limit_per_user
+from booking_service.api.pagination import paginated
+from booking_service.api.problems import problems
 from booking_service.api.schemas import (
     BookingSchema,
     HoldCreateSchema,
@@ -26,6 +20,7 @@ from booking_service.api.schemas import (
     HoldSchema,
 )
 from booking_service.errors import (
+    SEAT_CHANGE_UNAVAILABLE,
     EventEnded,
     EventFull,
     EventNotFound,
@@ -39,7 +34,7 @@ from booking_service.errors import (
     ValidationFailed,
 )
 from booking_service.models import Booking, Hold, Role
-from booking_service.services import holds
+from booking_service.services import Page, PageRequest, holds
 
 blp = Blueprint(
     "holds",
@@ -70,8 +65,7 @@ class EventHolds(MethodView):
         HoldLimitReached,
         EventStarted,
         EventEnded,
-        *LOCK_ERRORS,
-        *WRITE_ERRORS,
+        *SEAT_CHANGE_UNAVAILABLE,
     )
     def post(self, body: dict[str, Any], event_id: int) -> tuple[Hold, dict[str, str]]:
         """Hold seats on an event, all or none, until the hold expires (customers)"""
@@ -84,17 +78,15 @@ class Holds(MethodView):
     @auth_required(blp, Role.CUSTOMER)
     @blp.arguments(HoldQuerySchema, location="query")
     @blp.response(200, HoldSchema(many=True))
-    @blp.paginate()
+    @paginated(blp)
     @problems(blp, ValidationFailed)
-    def get(self, query: dict[str, Any], pagination_parameters: PaginationParameters) -> list[Hold]:
+    def get(self, query: dict[str, Any], page: PageRequest) -> Page[Hold]:
         """List my holds, newest first; filter by status"""
-        page = holds.list_holds(
+        return holds.list_holds(
             customer=current_user(),
             status=query.get("status"),
-            page=pagination_parameters.page,
-            page_size=pagination_parameters.page_size,
+            page=page,
         )
-        return page_items(page, pagination_parameters)
 
 
 @blp.route(f"/holds/<{ID}:hold_id>")
@@ -108,7 +100,7 @@ class HoldDetail(MethodView):
 
     @auth_required(blp, Role.CUSTOMER)
     @blp.response(204)
-    @problems(blp, HoldNotFound, HoldNotHeld, EventNotFound, *LOCK_ERRORS, *WRITE_ERRORS)
+    @problems(blp, HoldNotFound, HoldNotHeld, EventNotFound, *SEAT_CHANGE_UNAVAILABLE)
     def delete(self, hold_id: int) -> None:
         """Release a hold: its seats go back at once (a waitlist offer passes them on)"""
         holds.release_hold(customer=current_user(), hold_id=hold_id)
@@ -129,8 +121,7 @@ class ConfirmHold(MethodView):
         EventNotFound,
         EventStarted,
         EventEnded,
-        *LOCK_ERRORS,
-        *WRITE_ERRORS,
+        *SEAT_CHANGE_UNAVAILABLE,
     )
     def post(self, hold_id: int) -> tuple[Booking, dict[str, str]]:
         """Book a hold's seats, into my active booking on the event if I have one"""

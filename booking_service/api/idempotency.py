@@ -2,7 +2,7 @@
 
 Place ``idempotent(blp)`` below ``auth_required`` (keys are scoped to the signed-in user) and
 above ``blp.arguments``, so that the answer to an invalid body is stored like any other (the
-order of every view's decorators: ``api.common.VIEW_STAGES``).
+order of every view's decorators: ``api.blueprint.VIEW_STAGES``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from flask import Response, current_app, request
 from flask_smorest import Blueprint
 from werkzeug.exceptions import HTTPException
 
-from booking_service.api.common import current_user, problems, view_stage
+from booking_service.api.access import current_user
+from booking_service.api.blueprint import view_stage
+from booking_service.api.problems import problems
 from booking_service.errors import (
     DomainError,
     IdempotencyInProgress,

@@ -15,13 +15,9 @@ from flask_smorest import Blueprint
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from booking_service import usernames
-from booking_service.api.common import (
-    current_admission,
-    current_user,
-    problems,
-    rate_limit_applied_by,
-    view_stage,
-)
+from booking_service.api.access import current_admission, current_user, rate_limit_applied_by
+from booking_service.api.blueprint import view_stage
+from booking_service.api.problems import problems
 from booking_service.errors import RateLimited
 from booking_service.ratelimit import limiter
 from booking_service.services import accounts

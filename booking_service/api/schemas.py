@@ -8,7 +8,7 @@ from typing import Any
 import marshmallow as ma
 from flask_smorest import Api
 
-from booking_service.api.common import encodable, id_field, text_field, username_field
+from booking_service.api.fields import encodable, id_field, text_field, username_field
 from booking_service.models import BookingStatus, Event, HoldStatus, WaitlistEntry, WaitlistStatus
 from booking_service.services.events import WHEN_FILTERS
 from booking_service.services.history import ACTIONS, ENTITY_TYPES

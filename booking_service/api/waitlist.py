@@ -6,25 +6,20 @@ from typing import Any
 
 from flask import url_for
 from flask.views import MethodView
-from flask_smorest.pagination import PaginationParameters
 
-from booking_service.api.bookings import LOCK_ERRORS, WRITE_ERRORS
-from booking_service.api.common import (
-    ID,
-    Blueprint,
-    auth_required,
-    current_user,
-    page_items,
-    problems,
-)
+from booking_service.api.access import auth_required, current_user
+from booking_service.api.blueprint import ID, Blueprint
 from booking_service.api.idempotency import idempotent
 from booking_service.api.limits import limit_per_user
+from booking_service.api.pagination import paginated
+from booking_service.api.problems import problems
 from booking_service.api.schemas import (
     EventWaitlistQuerySchema,
     WaitlistEntrySchema,
     WaitlistJoinSchema,
 )
 from booking_service.errors import (
+    SEAT_CHANGE_UNAVAILABLE,
     AlreadyWaiting,
     EventEnded,
     EventNotFound,
@@ -36,7 +31,7 @@ from booking_service.errors import (
     WaitlistEntryNotFound,
 )
 from booking_service.models import Role, WaitlistEntry
-from booking_service.services import waitlist
+from booking_service.services import Page, PageRequest, waitlist
 
 blp = Blueprint(
     "waitlist",
@@ -69,8 +64,7 @@ class EventWaitlist(MethodView):
         TooManySeats,
         EventStarted,
         EventEnded,
-        *LOCK_ERRORS,
-        *WRITE_ERRORS,
+        *SEAT_CHANGE_UNAVAILABLE,
     )
     def post(self, body: dict[str, Any], event_id: int) -> tuple[WaitlistEntry, dict[str, str]]:
         """Join a sold-out event's waitlist for seats (customers)"""
@@ -80,35 +74,29 @@ class EventWaitlist(MethodView):
     @auth_required(blp, Role.ORGANIZER)
     @blp.arguments(EventWaitlistQuerySchema, location="query")
     @blp.response(200, WaitlistEntrySchema(many=True))
-    @blp.paginate()
+    @paginated(blp)
     @problems(blp, ValidationFailed, EventNotFound)
-    def get(
-        self, query: dict[str, Any], event_id: int, pagination_parameters: PaginationParameters
-    ) -> list[WaitlistEntry]:
+    def get(self, query: dict[str, Any], event_id: int, page: PageRequest) -> Page[WaitlistEntry]:
         """List an event's waitlist in order of joining (its organizer)"""
-        page = waitlist.list_for_event(
+        return waitlist.list_for_event(
             actor=current_user(),
             event_id=event_id,
             live_only=query["live"],
-            page=pagination_parameters.page,
-            page_size=pagination_parameters.page_size,
+            page=page,
         )
-        return page_items(page, pagination_parameters)
 
 
 @blp.route("/waitlist")
 class MyWaitlist(MethodView):
     @auth_required(blp, Role.CUSTOMER)
     @blp.response(200, WaitlistEntrySchema(many=True))
-    @blp.paginate()
-    def get(self, pagination_parameters: PaginationParameters) -> list[WaitlistEntry]:
+    @paginated(blp)
+    def get(self, page: PageRequest) -> Page[WaitlistEntry]:
         """List my waitlist entries, newest first, with their positions and offers"""
-        page = waitlist.list_own(
+        return waitlist.list_own(
             customer=current_user(),
-            page=pagination_parameters.page,
-            page_size=pagination_parameters.page_size,
+            page=page,
         )
-        return page_items(page, pagination_parameters)
 
 
 @blp.route(f"/waitlist/<{ID}:entry_id>")
@@ -122,7 +110,7 @@ class WaitlistEntryDetail(MethodView):
 
     @auth_required(blp, Role.CUSTOMER)
     @blp.response(204)
-    @problems(blp, WaitlistEntryNotFound, EventNotFound, *LOCK_ERRORS, *WRITE_ERRORS)
+    @problems(blp, WaitlistEntryNotFound, EventNotFound, *SEAT_CHANGE_UNAVAILABLE)
     def delete(self, entry_id: int) -> None:
         """Leave a waitlist; an offer not yet confirmed is passed on"""
         waitlist.leave(customer=current_user(), entry_id=entry_id)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Float, cast, select
 
 from booking_service import metrics
-from booking_service.extensions import db
+from booking_service.database import db
 from booking_service.locking import locks
 from booking_service.models import Event
 

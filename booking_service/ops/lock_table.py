@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 import redis
 from sqlalchemy import select
 
+from booking_service.database import db
 from booking_service.errors import DbUnavailable, LockUnavailable
-from booking_service.extensions import REDIS_ERRORS, RedisConnection, db, redis_client
 from booking_service.locking import (
     HELD_LOCKS_PATTERN,
     RECENT_STATS_SHARDS,
@@ -29,6 +29,7 @@ from booking_service.locking import (
     stats_key,
 )
 from booking_service.models import LAPSED_HOLD_SEATS, Event
+from booking_service.redis_clients import REDIS_ERRORS, RedisConnection, redis_client
 
 SCAN_COUNT = 500
 # Bounds the work of one view, however many locks are held at once.

@@ -9,9 +9,11 @@ from flask.views import MethodView
 from sqlalchemy import text
 
 from booking_service import metrics
-from booking_service.api.common import Blueprint, bearer_token, problems, token_equals
-from booking_service.errors import Unauthorized, problem_response
-from booking_service.extensions import db, redis_client
+from booking_service.api.access import bearer_token, token_equals
+from booking_service.api.blueprint import Blueprint
+from booking_service.api.problems import problems
+from booking_service.database import db
+from booking_service.errors import Unauthorized
 from booking_service.ops import lock_table
 from booking_service.ops.scrape_gauges import (
     ScrapeState,
@@ -19,6 +21,8 @@ from booking_service.ops.scrape_gauges import (
     UpcomingCapacity,
     upcoming_capacity,
 )
+from booking_service.redis_clients import redis_client
+from booking_service.web.problems import problem_response
 
 blp = Blueprint("ops", __name__, description="Health and metrics")
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from sqlalchemy import text
 
-from booking_service.extensions import db
+from booking_service.database import db
 
 # An upcoming event this full raises the capacity alert (deploy/alerts.yml).
 NEAR_CAPACITY_RATIO = 0.9

@@ -10,7 +10,9 @@ from flask import Blueprint as FlaskBlueprint
 from flask import Response, send_file
 from flask.views import MethodView
 
-from booking_service.api.common import Blueprint, ops_access_required, problems
+from booking_service.api.access import ops_access_required
+from booking_service.api.blueprint import Blueprint
+from booking_service.api.problems import problems
 from booking_service.api.schemas import timestamp
 from booking_service.errors import DbUnavailable, LockUnavailable, ValidationFailed
 from booking_service.ops.dashboard import DashboardStats, dashboard_stats

@@ -14,6 +14,14 @@ MAX_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
+class PageRequest:
+    """Which page of a list to read: ``number`` from 1, ``size`` items per page."""
+
+    number: int
+    size: int
+
+
+@dataclass(frozen=True)
 class Page(Generic[T]):
     """One page of a list query, with the total the pagination header reports."""
 
@@ -21,13 +29,13 @@ class Page(Generic[T]):
     total: int
 
 
-def paginate(session: Session, query: Select[Any], *, page: int, page_size: int) -> Page[Any]:
-    """Run ``query`` for one page and count its total rows."""
+def paginate(session: Session, query: Select[Any], page: PageRequest) -> Page[Any]:
+    """Run ``query`` for one page and count its total rows; every list reads through here."""
     total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
-    offset = (page - 1) * page_size
+    offset = (page.number - 1) * page.size
     if offset >= total:
         # Past the end (any page number is valid): nothing to fetch. This also keeps huge
         # page numbers away from OFFSET, a bigint in PostgreSQL.
         return Page(items=[], total=total or 0)
-    items = list(session.scalars(query.limit(page_size).offset(offset)))
+    items = list(session.scalars(query.limit(page.size).offset(offset)))
     return Page(items=items, total=total or 0)

@@ -13,12 +13,12 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from booking_service import usernames
+from booking_service.database import db
 from booking_service.errors import (
     InvalidCredentials,
     UsernameTaken,
     ValidationFailed,
 )
-from booking_service.extensions import db
 from booking_service.models import ApiToken, LoginDevice, Role, User
 from booking_service.services import history, sessions
 

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from booking_service.errors import Unauthorized
-from booking_service.extensions import REDIS_ERRORS, redis_client, round_trip
 from booking_service.models import User
 from booking_service.ratelimit import Window, limiter, windows
+from booking_service.redis_clients import REDIS_ERRORS, redis_client, round_trip
 from booking_service.services import sessions
 from booking_service.services.snapshots import event_snapshots
 

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Select, select
 
 from booking_service import metrics
+from booking_service.database import db
 from booking_service.errors import (
     AlreadyBooked,
     BookingNotFound,
@@ -26,9 +27,8 @@ from booking_service.errors import (
     LockTimeout,
     LockUnavailable,
 )
-from booking_service.extensions import db
 from booking_service.models import Booking, BookingStatus, Event, Role, User
-from booking_service.services import MAX_ID, Page, ledger, paginate, seating
+from booking_service.services import MAX_ID, Page, PageRequest, ledger, paginate, seating
 from booking_service.services.snapshots import event_snapshots
 
 ACTIVE = BookingStatus.ACTIVE.value
@@ -137,8 +137,7 @@ def list_bookings(
     viewer: User,
     status: str | None = None,
     event_id: int | None = None,
-    page: int,
-    page_size: int,
+    page: PageRequest,
 ) -> Page[Booking]:
     """List the bookings the viewer may see, newest first."""
     query = _visible_to(viewer, select(Booking))
@@ -147,12 +146,7 @@ def list_bookings(
     if event_id is not None:
         query = query.where(Booking.event_id == event_id)
     with db.read_transaction() as session:
-        return paginate(
-            session,
-            query.order_by(Booking.created_at.desc(), Booking.id.desc()),
-            page=page,
-            page_size=page_size,
-        )
+        return paginate(session, query.order_by(Booking.created_at.desc(), Booking.id.desc()), page)
 
 
 def _visible_to(viewer: User, query: Select[tuple[Booking]]) -> Select[tuple[Booking]]:

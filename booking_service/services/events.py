@@ -7,14 +7,14 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
+from booking_service.database import db
 from booking_service.errors import (
     EventNotFound,
     Forbidden,
     ValidationFailed,
 )
-from booking_service.extensions import db
 from booking_service.models import Booking, BookingStatus, Event, Role, User
-from booking_service.services import MAX_ID, Page, history, ledger, paginate
+from booking_service.services import MAX_ID, Page, PageRequest, history, ledger, paginate
 
 WHEN_FILTERS = ("upcoming", "ongoing", "past")
 EDITABLE_FIELDS = (
@@ -96,8 +96,7 @@ def list_events(
     *,
     when: str | None = None,
     organizer_id: int | None = None,
-    page: int,
-    page_size: int,
+    page: PageRequest,
 ) -> Page[Event]:
     """List events, soonest first (most recent first for past events)."""
     now = func.now()
@@ -113,7 +112,7 @@ def list_events(
     if organizer_id is not None:
         query = query.where(Event.organizer_id == organizer_id)
     with db.read_transaction() as session:
-        return paginate(session, query.order_by(*order), page=page, page_size=page_size)
+        return paginate(session, query.order_by(*order), page)
 
 
 def get_event(*, event_id: int) -> Event:
@@ -199,7 +198,7 @@ def delete_event(*, actor: User, event_id: int) -> None:
 
 
 def list_event_bookings(
-    *, actor: User, event_id: int, status: str | None, page: int, page_size: int
+    *, actor: User, event_id: int, status: str | None, page: PageRequest
 ) -> Page[Booking]:
     """List an event's bookings for its organizer (or an admin), newest first."""
     event = get_event(event_id=event_id)
@@ -209,12 +208,7 @@ def list_event_bookings(
     if status:
         query = query.where(Booking.status == status)
     with db.read_transaction() as session:
-        return paginate(
-            session,
-            query.order_by(Booking.created_at.desc(), Booking.id.desc()),
-            page=page,
-            page_size=page_size,
-        )
+        return paginate(session, query.order_by(Booking.created_at.desc(), Booking.id.desc()), page)
 
 
 def _jsonable(value: Any) -> Any:

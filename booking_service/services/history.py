@@ -8,10 +8,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from booking_service.database import db
 from booking_service.errors import HistoryEntryNotFound
-from booking_service.extensions import db
 from booking_service.models import HistoryEntry
-from booking_service.services import Page, paginate
+from booking_service.services import Page, PageRequest, paginate
 
 ACTIONS = (
     "register",
@@ -92,8 +92,7 @@ def list_entries(
     entity_type: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    page: int,
-    page_size: int,
+    page: PageRequest,
 ) -> Page[HistoryEntry]:
     """Return the user's own entries, newest first."""
     query = select(HistoryEntry).where(HistoryEntry.user_id == user_id)
@@ -107,10 +106,7 @@ def list_entries(
         query = query.where(HistoryEntry.created_at <= until)
     with db.read_transaction() as session:
         return paginate(
-            session,
-            query.order_by(HistoryEntry.created_at.desc(), HistoryEntry.id.desc()),
-            page=page,
-            page_size=page_size,
+            session, query.order_by(HistoryEntry.created_at.desc(), HistoryEntry.id.desc()), page
         )
 
 

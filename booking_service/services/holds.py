@@ -16,15 +16,15 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from booking_service import metrics
+from booking_service.database import db
 from booking_service.errors import HoldNotFound
-from booking_service.extensions import db
 from booking_service.models import (
     Booking,
     Hold,
     HoldStatus,
     User,
 )
-from booking_service.services import MAX_ID, Page, ledger, paginate, seating
+from booking_service.services import MAX_ID, Page, PageRequest, ledger, paginate, seating
 from booking_service.services.snapshots import event_snapshots
 
 HELD = HoldStatus.HELD.value
@@ -94,18 +94,13 @@ def get_hold(*, customer: User, hold_id: int) -> Hold:
     return hold
 
 
-def list_holds(*, customer: User, status: str | None, page: int, page_size: int) -> Page[Hold]:
+def list_holds(*, customer: User, status: str | None, page: PageRequest) -> Page[Hold]:
     """The customer's holds, newest first."""
     query = select(Hold).where(Hold.customer_id == customer.id)
     if status:
         query = query.where(Hold.status == status)
     with db.read_transaction() as session:
-        return paginate(
-            session,
-            query.order_by(Hold.created_at.desc(), Hold.id.desc()),
-            page=page,
-            page_size=page_size,
-        )
+        return paginate(session, query.order_by(Hold.created_at.desc(), Hold.id.desc()), page)
 
 
 def _own_hold_event_id(customer: User, hold_id: int) -> int:

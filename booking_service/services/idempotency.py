@@ -19,13 +19,13 @@ from typing import Any
 
 from sqlalchemy import text
 
+from booking_service.database import db
 from booking_service.errors import (
     IdempotencyInProgress,
     IdempotencyKeyMismatch,
     InvalidIdempotencyKey,
 )
-from booking_service.extensions import db
-from booking_service.security import loads_json
+from booking_service.safe_json import loads_json
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 
-from booking_service.extensions import db
+from booking_service.database import db
 
 # Full scans on purpose: this is the out-of-band audit, never the booking path.
 COUNT_DRIFT_SQL = text(

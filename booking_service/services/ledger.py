@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from booking_service import metrics
 from booking_service.combining import Combiner
+from booking_service.database import db
 from booking_service.errors import (
     AlreadyActive,
     AlreadyBooked,
@@ -56,7 +57,6 @@ from booking_service.errors import (
     SeatsAvailable,
     TooManySeats,
 )
-from booking_service.extensions import db
 from booking_service.locking import locks
 from booking_service.models import Booking, Hold, SeatIntent
 from booking_service.services import seating

@@ -13,7 +13,7 @@ its first outcome and changes nothing, and anyone can read an intent's outcome a
 
 from __future__ import annotations
 
-from booking_service.extensions import StoredFunction
+from booking_service.database import StoredFunction
 from booking_service.services import history
 
 # The waitlist's starvation bound: an entry passed over this many times by later, smaller ones

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from booking_service.database import db
 from booking_service.errors import (
     EventEnded,
     EventFull,
@@ -19,7 +20,6 @@ from booking_service.errors import (
     EventStarted,
     TooManySeats,
 )
-from booking_service.extensions import db
 from booking_service.models import Booking, Event, Hold, WaitlistEntry
 from booking_service.services import MAX_ID
 

@@ -31,9 +31,10 @@ from typing import Any
 
 from sqlalchemy.dialects import postgresql
 
+from booking_service.database import StoredFunction, db
 from booking_service.errors import SessionStoreUnavailable, Unauthorized
-from booking_service.extensions import REDIS_ERRORS, StoredFunction, db, redis_client
 from booking_service.models import User
+from booking_service.redis_clients import REDIS_ERRORS, redis_client
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,9 @@ from typing import Any
 
 from sqlalchemy import bindparam, select
 
-from booking_service.extensions import REDIS_ERRORS, db, redis_client
+from booking_service.database import db
 from booking_service.models import LAPSED_HOLD_SEATS, Event
+from booking_service.redis_clients import REDIS_ERRORS, redis_client
 from booking_service.services import MAX_ID
 
 log = logging.getLogger(__name__)

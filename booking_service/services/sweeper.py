@@ -20,7 +20,7 @@ import uuid
 from typing import Any
 
 from booking_service.errors import DomainError
-from booking_service.extensions import REDIS_ERRORS, redis_client
+from booking_service.redis_clients import REDIS_ERRORS, redis_client
 from booking_service.services import holds
 
 log = logging.getLogger(__name__)

@@ -19,19 +19,19 @@ from __future__ import annotations
 
 from sqlalchemy import Select, select
 
+from booking_service.database import db
 from booking_service.errors import (
     EventNotFound,
     Forbidden,
     WaitlistEntryNotFound,
 )
-from booking_service.extensions import db
 from booking_service.models import (
     Event,
     User,
     WaitlistEntry,
     WaitlistStatus,
 )
-from booking_service.services import MAX_ID, Page, ledger, paginate, seating
+from booking_service.services import MAX_ID, Page, PageRequest, ledger, paginate, seating
 from booking_service.services.snapshots import read_event
 
 LIVE = (WaitlistStatus.WAITING.value, WaitlistStatus.OFFERED.value)
@@ -63,15 +63,15 @@ def get_entry(*, customer: User, entry_id: int) -> WaitlistEntry:
     return entry
 
 
-def list_own(*, customer: User, page: int, page_size: int) -> Page[WaitlistEntry]:
+def list_own(*, customer: User, page: PageRequest) -> Page[WaitlistEntry]:
     """The customer's entries, newest first, live ones with their position."""
     query = _own(customer).order_by(WaitlistEntry.id.desc())
     with db.read_transaction() as session:
-        return paginate(session, query, page=page, page_size=page_size)
+        return paginate(session, query, page)
 
 
 def list_for_event(
-    *, actor: User, event_id: int, live_only: bool, page: int, page_size: int
+    *, actor: User, event_id: int, live_only: bool, page: PageRequest
 ) -> Page[WaitlistEntry]:
     """The event's entries in order of joining (its organizer)."""
     query = select(WaitlistEntry).where(WaitlistEntry.event_id == event_id)
@@ -82,7 +82,7 @@ def list_for_event(
         event = seating.existing(found, event_id)
         if event.organizer_id != actor.id:
             raise Forbidden("Only the event's organizer may do this.")
-        return paginate(session, query.order_by(WaitlistEntry.id), page=page, page_size=page_size)
+        return paginate(session, query.order_by(WaitlistEntry.id), page)
 
 
 def _own(customer: User) -> Select[tuple[WaitlistEntry]]:

@@ -17,7 +17,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
-from booking_service.extensions import db
+from booking_service.database import db
 from booking_service.services import accounts
 from tests import factories as f
 from tests.factories import API, PASSWORD, auth

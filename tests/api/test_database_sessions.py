@@ -19,8 +19,8 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from booking_service import migrate
+from booking_service.database import Database, StoredFunction, db
 from booking_service.errors import DbUnavailable, NotActive, OutcomeUnknown
-from booking_service.extensions import Database, StoredFunction, db
 from booking_service.services.sessions import USER_BY_LIVE_TOKEN
 from tests import factories
 from tests.conftest import TEST_DATABASE_URL

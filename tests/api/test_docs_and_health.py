@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from booking_service.extensions import redis_client
+from booking_service.redis_clients import redis_client
 from tests import factories as f
 from tests.factories import API, EVENT_FIELDS, assert_problem, auth
 

@@ -14,7 +14,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
-from booking_service.extensions import db
+from booking_service.database import db
 from booking_service.models import Event
 from booking_service.services import snapshots
 from booking_service.services.snapshots import event_snapshots

@@ -21,8 +21,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
+from booking_service.database import db
 from booking_service.errors import IdempotencyInProgress, InvalidIdempotencyKey
-from booking_service.extensions import db
 from booking_service.locking import lock_name
 from booking_service.services import idempotency
 from tests import factories as f

@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
-from booking_service.extensions import db
+from booking_service.database import db
 from booking_service.services import sessions
 from tests import factories as f
 from tests.factories import API, PASSWORD, auth

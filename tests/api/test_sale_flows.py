@@ -15,7 +15,7 @@ import redis_lock
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
-from booking_service.extensions import db
+from booking_service.database import db
 from booking_service.locking import lock_name
 from booking_service.services import holds, invariants
 from booking_service.services.ledger_sql import MAX_PASSES

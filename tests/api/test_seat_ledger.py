@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
-from booking_service.extensions import db
+from booking_service.database import db
 from booking_service.services import invariants, ledger
 from tests import factories as f
 from tests.api.test_sale_flows import book, event, hold

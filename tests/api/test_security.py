@@ -376,7 +376,7 @@ def test_database_errors_carry_no_bound_values(client: FlaskClient) -> None:
     # secret.
     from sqlalchemy.exc import IntegrityError
 
-    from booking_service.extensions import db
+    from booking_service.database import db
     from booking_service.models import User
 
     user = f.customer(client)["user"]

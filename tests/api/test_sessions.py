@@ -17,7 +17,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
-from booking_service.extensions import RedisClient, db, redis_client
+from booking_service.database import db
+from booking_service.redis_clients import RedisClient, redis_client
 from booking_service.services import sessions
 from booking_service.services.sessions import USER_BY_LIVE_TOKEN
 from tests import factories as f

@@ -6,7 +6,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import text
 
-from booking_service.extensions import db
+from booking_service.database import db
 
 
 def test_statement_commits_on_its_own_and_the_connection_goes_back_transactional(app: Flask):

@@ -14,7 +14,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
-from booking_service.extensions import db
+from booking_service.database import db
 from tests import factories
 from tests.conftest import TEST_DATABASE_URL
 from tests.factories import auth

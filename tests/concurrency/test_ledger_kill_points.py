@@ -29,7 +29,7 @@ import redis_lock
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
-from booking_service.extensions import db
+from booking_service.database import db
 from booking_service.locking import intents_key, lock_key, lock_name
 from booking_service.services import ledger
 from booking_service.services.invariants import find_drift

@@ -42,7 +42,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from booking_service.extensions import db
+from booking_service.database import db
 from booking_service.locking import lock_key
 from booking_service.services import invariants
 from booking_service.services.sweeper import LEASE_KEY

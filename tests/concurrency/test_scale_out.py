@@ -27,7 +27,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from booking_service.extensions import db
+from booking_service.database import db
 from booking_service.services.invariants import COUNT_DRIFT_SQL, DUPLICATE_ACTIVE_SQL
 from tests import factories
 from tests.conftest import TEST_DATABASE_URL

@@ -22,8 +22,8 @@ from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
+from booking_service.database import db
 from booking_service.errors import LockTimeout
-from booking_service.extensions import db
 from booking_service.locking import intents_key, lock_name, locks, stats_key
 from booking_service.services import ledger
 from booking_service.services.ledger_sql import APPLY_INTENTS

@@ -38,7 +38,7 @@ import requests
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
-from booking_service.extensions import db
+from booking_service.database import db
 from booking_service.locking import lock_key
 from booking_service.services.invariants import find_drift
 from tests import factories

@@ -1,5 +1,5 @@
 """Pooled connections killed by the server: pinged and replaced after an idle spell, a 503 when
-reused at once (extensions.ping_connections_idle_for), never a 500.
+reused at once (database.ping_connections_idle_for), never a 500.
 
 A one-connection Database of the test's own on the test PostgreSQL, so that every checkout is
 the same connection; the kill is a real pg_terminate_backend from a separate connection.
@@ -16,8 +16,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from booking_service import config as config_module
+from booking_service.database import Database
 from booking_service.errors import DbUnavailable
-from booking_service.extensions import Database
 from tests.conftest import TEST_DATABASE_URL, TEST_SETTINGS
 
 

@@ -18,7 +18,7 @@ import requests
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 
-from booking_service.extensions import db
+from booking_service.database import db
 from booking_service.locking import lock_key, locks
 from booking_service.services import ledger
 from tests import factories

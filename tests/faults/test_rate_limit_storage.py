@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 
 from booking_service import config as config_module
 from booking_service import ratelimit
-from booking_service.extensions import RedisClient
+from booking_service.redis_clients import RedisClient
 from tests import factories as f
 from tests.factories import API, PASSWORD, auth
 from tests.support.servers import RedisServer

@@ -14,7 +14,7 @@ import requests
 from flask.testing import FlaskClient
 
 from booking_service import config as config_module
-from booking_service.extensions import RedisClient
+from booking_service.redis_clients import RedisClient
 from tests import factories as f
 from tests.factories import API, PASSWORD, auth
 from tests.support.servers import AppInstance, RedisSentinelGroup
@@ -147,7 +147,7 @@ def test_malformed_sentinel_addresses_are_a_config_error(value: str) -> None:
 def test_rate_limits_count_in_the_redis_the_locks_use(app: Any) -> None:
     # One client for locks, statistics, sessions and rate limits: under Sentinel they all
     # follow the primary the sentinels name (the client's configuration is checked above).
-    from booking_service.extensions import redis_client
     from booking_service.ratelimit import limiter
+    from booking_service.redis_clients import redis_client
 
     assert limiter._client is redis_client.get()

@@ -23,7 +23,7 @@ from sqlalchemy import text
 from werkzeug.test import TestResponse
 
 from booking_service import create_app
-from booking_service.extensions import db
+from booking_service.database import db
 from booking_service.services import MAX_ID
 from tests import factories
 from tests.conftest import TEST_SETTINGS

@@ -34,7 +34,7 @@ from schemathesis.core.parameters import ParameterLocation
 from sqlalchemy import text
 
 from booking_service import create_app
-from booking_service.extensions import db
+from booking_service.database import db
 from tests import factories
 from tests.conftest import TEST_SETTINGS
 

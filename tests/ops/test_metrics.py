@@ -26,7 +26,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from booking_service.extensions import db
+from booking_service.database import db
 from booking_service.locking import lock_name
 from tests import factories
 from tests.factories import API, auth

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from booking_service.extensions import db
+from booking_service.database import db
 from tests.conftest import TEST_SETTINGS
 from tests.support.redis_cluster import RedisClusterGroup
 from tests.support.servers import AppInstance, RedisServer

@@ -35,7 +35,40 @@ def test_an_upward_import_breaks_the_contract(tmp_path: Path) -> None:
     shutil.copytree(PROJECT_ROOT / "booking_service", tmp_path / "booking_service")
     shutil.copy(PROJECT_ROOT / "setup.cfg", tmp_path / "setup.cfg")
     history = tmp_path / "booking_service" / "services" / "history.py"
-    history.write_text("from booking_service.api import common  # noqa\n" + history.read_text())
+    history.write_text("from booking_service.api import access  # noqa\n" + history.read_text())
     result = lint_imports(tmp_path)
     assert result.returncode != 0
-    assert "booking_service.services.history -> booking_service.api.common" in result.stdout
+    assert "booking_service.services.history -> booking_service.api.access" in result.stdout
+
+
+def _lint_with_change(tmp_path: Path, module: str, line: str) -> subprocess.CompletedProcess[str]:
+    """Run the contracts on a copy of the package with ``line`` prepended to ``module``."""
+    shutil.copytree(PROJECT_ROOT / "booking_service", tmp_path / "booking_service")
+    shutil.copy(PROJECT_ROOT / "setup.cfg", tmp_path / "setup.cfg")
+    path = tmp_path / "booking_service" / module
+    path.write_text(line + "\n" + path.read_text())
+    return lint_imports(tmp_path)
+
+
+def test_a_view_importing_another_view_breaks_the_contract(tmp_path: Path) -> None:
+    result = _lint_with_change(
+        tmp_path, "api/holds.py", "from booking_service.api import bookings  # noqa"
+    )
+    assert result.returncode != 0
+    assert "booking_service.api.holds -> booking_service.api.bookings" in result.stdout
+
+
+def test_a_service_reaching_flask_through_a_helper_breaks_the_contract(tmp_path: Path) -> None:
+    # Indirect: the services import the errors; Flask there reaches them through it.
+    result = _lint_with_change(tmp_path, "errors.py", "import flask  # noqa")
+    assert result.returncode != 0
+    assert "Nothing below the HTTP layer imports Flask" in result.stdout
+    assert "BROKEN" in result.stdout
+
+
+def test_a_service_importing_the_ledger_from_below_breaks_the_contract(tmp_path: Path) -> None:
+    result = _lint_with_change(
+        tmp_path, "services/seating.py", "from booking_service.services import ledger  # noqa"
+    )
+    assert result.returncode != 0
+    assert "booking_service.services.seating -> booking_service.services.ledger" in result.stdout

@@ -11,6 +11,7 @@ import pytest
 from booking_service import config, errors, usernames
 from booking_service.models import Event
 from booking_service.services.events import schedule_errors
+from booking_service.web import problems as problem_responses
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -339,7 +340,7 @@ def test_error_keeps_detail_and_field_errors():
 
 
 def test_webargs_messages_are_flattened_to_fields():
-    flat = errors._flatten_webargs_messages(
+    flat = problem_responses._flatten_webargs_messages(
         {"json": {"title": ["Missing."]}, "query": {"page": ["Bad."]}}
     )
 
@@ -352,7 +353,7 @@ BMP = [chr(code) for code in range(0x10000) if not 0xD800 <= code <= 0xDFFF]
 
 
 def test_the_listed_format_characters_are_unicodes_up_to_ffff():
-    from booking_service.api.common import FORMAT_RANGES
+    from booking_service.api.fields import FORMAT_RANGES
 
     listed = {code for first, last in FORMAT_RANGES for code in range(first, last + 1)}
     # On a Python with a newer Unicode, update FORMAT_RANGES to this set.
@@ -360,7 +361,7 @@ def test_the_listed_format_characters_are_unicodes_up_to_ffff():
 
 
 def test_the_username_pattern_and_the_username_rule_agree():
-    from booking_service.api.common import USERNAME_PATTERN
+    from booking_service.api.fields import USERNAME_PATTERN
 
     disagree = [
         f"U+{ord(c):04X}"
@@ -377,7 +378,7 @@ def test_the_username_pattern_and_the_username_rule_agree():
 def test_the_not_blank_pattern_and_the_not_blank_rule_agree():
     import marshmallow as ma
 
-    from booking_service.api.common import NOT_BLANK_PATTERN, not_blank
+    from booking_service.api.fields import NOT_BLANK_PATTERN, not_blank
 
     def enforced(value: str) -> bool:
         try:

@@ -1,6 +1,6 @@
 """Rules of the views, checked on every registered view rather than left to comments.
 
-1. Decorator order (``api.common.VIEW_STAGES``): authentication, then rate limit, then
+1. Decorator order (``api.blueprint.VIEW_STAGES``): authentication, then rate limit, then
    idempotency, then ``blp.arguments``.
 2. Documented problems: what a view documents (``problems``) is exactly what its code can
    raise, found by following its calls through the package's source.
@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from booking_service.api.common import VIEW_STAGES, documented_problems, stage_of
+from booking_service.api.blueprint import VIEW_STAGES, stage_of
+from booking_service.api.problems import documented_problems
 from booking_service.errors import DomainError, UnsupportedMediaType, ValidationFailed
 from booking_service.services import ledger
 
@@ -222,7 +223,7 @@ def can_raise(view: Callable[..., Any], raises: Raises) -> set[type[DomainError]
         if stage(layer) == "arguments":
             found.add(ValidationFailed)  # an invalid body or query is a 422 validation_error
             if reads_json_body(layer):
-                # Raised by the body parser (api.common), which webargs calls.
+                # Raised by the body parser (api.blueprint), which webargs calls.
                 found.add(UnsupportedMediaType)  # a body that is not JSON
         if isinstance(layer, types.FunctionType) and _is_own_code(layer):
             found |= raises.of(layer)
