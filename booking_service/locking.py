@@ -232,7 +232,7 @@ class LockStats:
 
 
 @dataclass
-class Holding:
+class LockTenure:
     """What a lock hold served; a batch of seat requests sets ``requests`` to its size."""
 
     requests: int = 1
@@ -247,7 +247,7 @@ class EventLocks:
     expire_seconds: int = 10
     instance: str = "local"
     stats_window_seconds: int = 600
-    # "none": hold() is a no-op and PostgreSQL alone arbitrates (benchmark comparisons).
+    # "none": locked() is a no-op and PostgreSQL alone arbitrates (benchmark comparisons).
     strategy: str = "redis"
     _script: Any = field(default=None, repr=False)
 
@@ -263,13 +263,13 @@ class EventLocks:
         return holder_id(self.instance, os.getpid(), uuid.uuid4().hex[:12])
 
     @contextmanager
-    def hold(self, event_id: int) -> Iterator[Holding]:
+    def locked(self, event_id: int) -> Iterator[LockTenure]:
         """Hold the event's lock for the duration of the block, or raise a 503 error."""
-        holding = Holding()
+        tenure = LockTenure()
         if self.strategy == "none":
             # No Redis at all: the conditional seat update and the partial unique index still
             # make overbooking impossible; concurrent requests queue on the row lock instead.
-            yield holding
+            yield tenure
             return
         if self.client is None:
             raise RuntimeError("EventLocks used before configure")
@@ -277,11 +277,11 @@ class EventLocks:
         self._acquire(holder, event_id)
         acquired_at = time.monotonic()
         try:
-            yield holding
+            yield tenure
         finally:
             held_for = time.monotonic() - acquired_at
             metrics.lock_hold_seconds.observe(held_for)
-            self._release(holder, event_id, held_for=held_for, requests=holding.requests)
+            self._release(holder, event_id, held_for=held_for, requests=tenure.requests)
 
     def _acquire(self, holder: str, event_id: int) -> None:
         # Our own deadline loop instead of acquire(timeout=...): that one truncates to whole

@@ -28,7 +28,7 @@ from booking_service.errors import (
     LockUnavailable,
 )
 from booking_service.models import Booking, BookingStatus, Event, Role, User
-from booking_service.services import MAX_ID, Page, PageRequest, ledger, paginate, seating
+from booking_service.services import MAX_ID, Page, PageRequest, ledger, paginate, prechecks
 from booking_service.services.snapshots import event_snapshots
 
 ACTIVE = BookingStatus.ACTIVE.value
@@ -73,22 +73,24 @@ def create_booking(
     with _booking_metrics():
         # Cheap rejections: no lock, no write, and mostly no read either (a snapshot).
         event = event_snapshots.recent(event_id, version=event_version, seats=seats)
-        seating.refuse_unless_bookable(seating.existing(event, event_id), seating.now(), seats)
+        prechecks.refuse_unless_bookable(
+            prechecks.require_event(event, event_id), prechecks.now(), seats
+        )
         outcome = ledger.run(
             event_id, book := ledger.intent("book", customer_id=customer.id, seats=seats)
         )
         if outcome.get("error") in _SNAPSHOT_WAS_WRONG:
             # Explained after the lock is released, from a fresh read that the requests
             # behind this one then reuse (the snapshot that let this one through is stale).
-            event = seating.existing(event_snapshots.fresh(event_id), event_id)
-            seating.refuse_unless_bookable(event, seating.now(), seats)
+            event = prechecks.require_event(event_snapshots.fresh(event_id), event_id)
+            prechecks.refuse_unless_bookable(event, prechecks.now(), seats)
         return ledger.booking_of(ledger.outcome_of(outcome, book, event_id))
 
 
 def _change(customer: User, intent: dict[str, Any]) -> Booking:
     """Apply a change to the customer's booking through the ledger (404 before any lock)."""
     booking_id = intent["booking"]
-    event_id = seating.own_event_id(Booking, booking_id, customer.id)
+    event_id = prechecks.own_event_id(Booking, booking_id, customer.id)
     if event_id is None:
         raise BookingNotFound(f"Booking {booking_id} does not exist.")
     return ledger.booking_of(ledger.submit(event_id, intent))

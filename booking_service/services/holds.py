@@ -24,7 +24,7 @@ from booking_service.models import (
     HoldStatus,
     User,
 )
-from booking_service.services import MAX_ID, Page, PageRequest, ledger, paginate, seating
+from booking_service.services import MAX_ID, Page, PageRequest, ledger, paginate, prechecks
 from booking_service.services.snapshots import event_snapshots
 
 HELD = HoldStatus.HELD.value
@@ -37,7 +37,9 @@ def create_hold(*, customer: User, event_id: int, seats: int) -> Hold:
     # releases behind those refusals time out (503 lock_timeout). A refusing snapshot is
     # never reused here (no change counter is read), so this reads the event now.
     shown = event_snapshots.recent(event_id, seats=seats)
-    seating.refuse_unless_bookable(seating.existing(shown, event_id), seating.now(), seats)
+    prechecks.refuse_unless_bookable(
+        prechecks.require_event(shown, event_id), prechecks.now(), seats
+    )
     outcome = ledger.submit(event_id, ledger.intent("hold", customer_id=customer.id, seats=seats))
     metrics.holds_total.labels(outcome="created").inc()
     return ledger.hold_of(outcome)
@@ -74,7 +76,7 @@ def events_with_lapsed_holds(*, limit: int) -> list[int]:
         return list(
             session.scalars(
                 select(Hold.event_id)
-                .where(Hold.status == HELD, Hold.expires_at <= seating.now())
+                .where(Hold.status == HELD, Hold.expires_at <= prechecks.now())
                 .group_by(Hold.event_id)
                 .order_by(overdue_since)
                 .limit(limit)
@@ -104,7 +106,7 @@ def list_holds(*, customer: User, status: str | None, page: PageRequest) -> Page
 
 
 def _own_hold_event_id(customer: User, hold_id: int) -> int:
-    event_id = seating.own_event_id(Hold, hold_id, customer.id)
+    event_id = prechecks.own_event_id(Hold, hold_id, customer.id)
     if event_id is None:
         raise HoldNotFound(f"Hold {hold_id} does not exist.")
     return event_id

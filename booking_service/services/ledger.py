@@ -59,7 +59,7 @@ from booking_service.errors import (
 )
 from booking_service.locking import locks
 from booking_service.models import Booking, Hold, SeatIntent
-from booking_service.services import seating
+from booking_service.services import prechecks
 from booking_service.services.ledger_sql import APPLY_INTENTS
 from booking_service.services.snapshots import event_snapshots
 
@@ -133,7 +133,7 @@ def published(event_id: int, summary: Summary) -> None:
         metrics.waitlist_offers_total.inc(summary.offers)
         metrics.holds_total.labels(outcome="created").inc(summary.offers)
         since = datetime.fromisoformat(summary.lapsed_since) if summary.lapsed_since else None
-        waited = (seating.now() - since).total_seconds() if since else 0.0
+        waited = (prechecks.now() - since).total_seconds() if since else 0.0
         metrics.seat_freed_to_offer_seconds.observe(max(0.0, waited))
     if summary.conversions:
         metrics.waitlist_conversions_total.inc(summary.conversions)
@@ -410,5 +410,5 @@ def event_change(event_id: int) -> Iterator[EventChange]:
 @contextmanager
 def locked_event_change(event_id: int) -> Iterator[EventChange]:
     """``event_change`` under the event's lock, for a change of its seats (capacity)."""
-    with locks.hold(event_id), event_change(event_id) as change:
+    with locks.locked(event_id), event_change(event_id) as change:
         yield change

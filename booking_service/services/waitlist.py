@@ -31,7 +31,7 @@ from booking_service.models import (
     WaitlistEntry,
     WaitlistStatus,
 )
-from booking_service.services import MAX_ID, Page, PageRequest, ledger, paginate, seating
+from booking_service.services import MAX_ID, Page, PageRequest, ledger, paginate, prechecks
 from booking_service.services.snapshots import read_event
 
 LIVE = (WaitlistStatus.WAITING.value, WaitlistStatus.OFFERED.value)
@@ -79,7 +79,7 @@ def list_for_event(
         query = query.where(WaitlistEntry.status.in_(LIVE))
     with db.read_transaction() as session:
         found = session.get(Event, event_id) if event_id <= MAX_ID else None
-        event = seating.existing(found, event_id)
+        event = prechecks.require_event(found, event_id)
         if event.organizer_id != actor.id:
             raise Forbidden("Only the event's organizer may do this.")
         return paginate(session, query.order_by(WaitlistEntry.id), page)
@@ -90,7 +90,7 @@ def _own(customer: User) -> Select[tuple[WaitlistEntry]]:
 
 
 def _own_entry_event_id(customer: User, entry_id: int) -> int:
-    event_id = seating.own_event_id(WaitlistEntry, entry_id, customer.id)
+    event_id = prechecks.own_event_id(WaitlistEntry, entry_id, customer.id)
     if event_id is None:
         raise WaitlistEntryNotFound(f"Waitlist entry {entry_id} does not exist.")
     return event_id

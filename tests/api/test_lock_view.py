@@ -164,7 +164,7 @@ def test_lost_lease_is_counted(
     client: FlaskClient, admin: dict[str, str], organizer_token: str, redis_conn: redis.Redis
 ) -> None:
     event = create_event(client, organizer_token)
-    with locks.hold(event["id"]):
+    with locks.locked(event["id"]):
         # The lease disappears under the holder (expiry, failover); release then notices.
         redis_conn.delete(lock_key(event["id"]))
     row = row_for(lock_view(client, admin), event["id"])

@@ -1,6 +1,6 @@
 """A lease vanishes inside the critical section: two holders at once, still no overbooking.
 
-This process enters the event's critical section (the service's own ``locks.hold``); the lock
+This process enters the event's critical section (the service's own ``locks.locked``); the lock
 key is then deleted, as an expiry or a Redis failover would, so a gunicorn instance gets the
 lock too and books the last seat. This process then tries to take that same seat with the
 service's seat-taking function. Only the database can refuse it now: without the conditional
@@ -63,7 +63,7 @@ def _lose_the_lease(
     lost_before = _lost_total()
 
     with caplog.at_level(logging.WARNING, logger="booking_service.locking"):
-        with locks.hold(event_id):
+        with locks.locked(event_id):
             assert redis_conn.exists(lock_key(event_id)), "the lock is not in the test Redis"
             redis_conn.delete(lock_key(event_id))  # the lease is gone; we do not know yet
 

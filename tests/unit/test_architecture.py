@@ -68,7 +68,7 @@ def test_a_service_reaching_flask_through_a_helper_breaks_the_contract(tmp_path:
 
 def test_a_service_importing_the_ledger_from_below_breaks_the_contract(tmp_path: Path) -> None:
     result = _lint_with_change(
-        tmp_path, "services/seating.py", "from booking_service.services import ledger  # noqa"
+        tmp_path, "services/prechecks.py", "from booking_service.services import ledger  # noqa"
     )
     assert result.returncode != 0
-    assert "booking_service.services.seating -> booking_service.services.ledger" in result.stdout
+    assert "booking_service.services.prechecks -> booking_service.services.ledger" in result.stdout

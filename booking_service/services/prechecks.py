@@ -46,7 +46,8 @@ def own_event_id(
         return reading.scalar(query)
 
 
-def existing(event: Event | None, event_id: int) -> Event:
+def require_event(event: Event | None, event_id: int) -> Event:
+    """The event, or EventNotFound when there is none."""
     if event is None:
         raise EventNotFound(f"Event {event_id} does not exist.")
     return event
