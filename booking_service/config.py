@@ -128,7 +128,7 @@ def from_environment() -> dict[str, Any]:
         "LOCK_WAIT_SECONDS": _float("LOCK_WAIT_SECONDS", 5.0, minimum=0.05),
         # Whole seconds: python-redis-lock passes it to SET ... EX.
         "LOCK_EXPIRE_SECONDS": _int("LOCK_EXPIRE_SECONDS", 10, minimum=1),
-        # redis: per-event Redis lock (docs/architecture.md §2). none: the database
+        # redis: per-event Redis lock (docs/architecture.md, "Correctness model"). none: the database
         # constraints alone arbitrate; for benchmark comparisons only (requests then queue inside
         # PostgreSQL).
         "LOCK_STRATEGY": _choice("LOCK_STRATEGY", "redis", LOCK_STRATEGIES),

@@ -71,7 +71,7 @@ def idempotent(blp: Blueprint) -> Callable[[Any], Any]:
             raw_key = request.headers.get(HEADER)
             if raw_key is None:
                 return func(*args, **kwargs)
-            return _run_once(idempotency.parse_key(raw_key), func, args, kwargs)
+            return _run_once(idempotency.parse_key(raw=raw_key), func, args, kwargs)
 
         documented = blp.doc(parameters=[HEADER_PARAMETER])(wrapper)
         documented = problems(blp, *_ERRORS)(documented)
@@ -108,7 +108,7 @@ def _run_once(key: str, func: Any, args: Any, kwargs: Any) -> Response:
     stored = idempotency.StoredResponse(
         status=response.status_code,
         body=response.get_data(as_text=True),
-        headers=idempotency.stored_headers(response.headers),
+        headers=idempotency.stored_headers(headers=response.headers),
     )
     try:
         idempotency.complete(claim=outcome, response=stored)

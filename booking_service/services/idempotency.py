@@ -99,7 +99,7 @@ class Claim:
     token: str
 
 
-def parse_key(raw: str) -> str:
+def parse_key(*, raw: str) -> str:
     """Return the key from an Idempotency-Key header value, or raise InvalidIdempotencyKey.
 
     The draft defines the value as a Structured Field string ("..."); a bare value is accepted
@@ -230,6 +230,6 @@ def purge_expired() -> int:
         return int(session.execute(_PURGE).rowcount or 0)
 
 
-def stored_headers(headers: Any) -> dict[str, str]:
+def stored_headers(*, headers: Any) -> dict[str, str]:
     """The response headers worth replaying: the representation's type and where it lives."""
     return {name: headers[name] for name in ("Content-Type", "Location") if name in headers}

@@ -3,7 +3,7 @@
 Every authenticated request resolves its token to a user; during a sale that is thousands of
 lookups a second, each a PostgreSQL round trip. So a resolved session is cached in Redis
 (``session:<token hash>``) for ``SESSION_CACHE_SECONDS``, on these rules
-(docs/architecture.md §6):
+(docs/architecture.md, "Retries, idempotency and rate limits"):
 
 - A cached session never outlives its token: its time to live is at most what is left of the
   token's life, and the token's expiry is checked again on every read.

@@ -1,7 +1,7 @@
 """Event snapshots, per process, for the cheap rejections before the event lock; exact.
 
 During a sale every booking request first asks "does the event exist, has it started, is it
-known to be full?" (docs/architecture.md §5). Reading the event row for each of them costs a
+known to be full?" (docs/architecture.md, "Event snapshots"). Reading the event row for each of them costs a
 database round trip per request, thousands per second on one row that the seat statement
 re-checks anyway. So a worker reuses snapshots, trusting each only in the direction where
 staleness is harmless, or where it can prove it is not stale:

@@ -1,4 +1,4 @@
-"""Accounts: registration, sign-in, sign-out and the current user (docs/architecture.md §10)."""
+"""Accounts: registration, sign-in, sign-out and the current user (docs/architecture.md, "HTTP contract")."""
 
 from __future__ import annotations
 

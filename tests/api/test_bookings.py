@@ -1,4 +1,4 @@
-"""Bookings: book, list, read, cancel, reactivate, delete (docs/architecture.md §10, /bookings).
+"""Bookings: book, list, read, cancel, reactivate, delete (docs/architecture.md, "HTTP contract", /bookings).
 
 Every failing request must leave nothing behind: no booking row, no seat taken, no history.
 """

@@ -1,6 +1,6 @@
 """Every route that takes an id, tried by users it does not belong to, of every role.
 
-The contract (docs/architecture.md §10): an event's writes and its booking list are its
+The contract (docs/architecture.md, "HTTP contract"): an event's writes and its booking list are its
 organizer's (403 for anyone else); a booking is visible to its customer and its event's
 organizer and is 404 to everyone else; only its customer may change it (404 to other customers,
 403 to other roles); a history entry is its user's (404 to everyone else). Admins may read

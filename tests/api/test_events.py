@@ -1,6 +1,6 @@
 """Events: publish, list, read, edit, delete, and an event's bookings (/events).
 
-The contract: docs/architecture.md §10 and the OpenAPI document.
+The contract: docs/architecture.md, "HTTP contract" and the OpenAPI document.
 """
 
 from __future__ import annotations

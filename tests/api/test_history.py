@@ -1,4 +1,4 @@
-"""Audit history: what gets recorded, and who may read it (docs/architecture.md §10, /history)."""
+"""Audit history: what gets recorded, and who may read it (docs/architecture.md, "HTTP contract", /history)."""
 
 from __future__ import annotations
 

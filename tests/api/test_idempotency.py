@@ -447,12 +447,12 @@ def test_an_oversized_body_claims_nothing(client: FlaskClient, setup: dict[str, 
 
 
 def test_parse_key_rules() -> None:
-    assert idempotency.parse_key("abc") == "abc"
-    assert idempotency.parse_key('"abc"') == "abc"
-    assert idempotency.parse_key(' "a \\"b\\" c" ') == 'a "b" c'
+    assert idempotency.parse_key(raw="abc") == "abc"
+    assert idempotency.parse_key(raw='"abc"') == "abc"
+    assert idempotency.parse_key(raw=' "a \\"b\\" c" ') == 'a "b" c'
     for bad in ("", '""', "x" * 256, "a\nb", "\u00e9"):
         with pytest.raises(InvalidIdempotencyKey):
-            idempotency.parse_key(bad)
+            idempotency.parse_key(raw=bad)
 
 
 def test_fingerprint_rules() -> None:
@@ -499,7 +499,7 @@ def test_the_documented_example_key_is_a_placeholder_not_a_key(client: FlaskClie
 
     assert re.fullmatch(header["schema"]["pattern"], example)
     assert len(example) <= header["schema"]["maxLength"]
-    assert idempotency.parse_key(example)  # a well-formed value, as documented
+    assert idempotency.parse_key(raw=example)  # a well-formed value, as documented
     assert "<" in example and ">" in example  # reads as "put yours here"
     assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", example)
 

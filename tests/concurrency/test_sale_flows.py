@@ -1,5 +1,5 @@
 """Sale flows over real gunicorn instances: several seats, holds and the waitlist under races,
-and the hold sweeper failing over (docs/architecture.md §11).
+and the hold sweeper failing over (docs/architecture.md, "Sale flows: seats, holds, the waitlist").
 
 1. Two hundred customers race holds and bookings of 1-4 seats for fifty seats: booked + held
    never above capacity, counters equal to the rows, each customer told what the rows hold.

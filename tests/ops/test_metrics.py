@@ -36,7 +36,7 @@ from tests.support.servers import AppInstance, RedisServer, free_port, wait_unti
 pytestmark = pytest.mark.slow
 
 TOKEN = "metrics-test-token"
-# The contract's names (docs/architecture.md §7), as on the exposition's TYPE lines.
+# The contract's names (docs/architecture.md, "Observability"), as on the exposition's TYPE lines.
 CONTRACT_METRICS = {
     "booking_lock_wait_seconds": "histogram",
     "booking_lock_hold_seconds": "histogram",
