@@ -222,6 +222,28 @@ def validate(config: dict[str, Any]) -> None:
         _check_rate_limit(name, config[name])
 
 
+def ensure_metrics_directory() -> None:
+    """Create PROMETHEUS_MULTIPROC_DIR if it is set and missing; ConfigError if it cannot be.
+
+    gunicorn.conf.py makes the directory when gunicorn starts, so a one-off command (``flask
+    init-db`` in a deploy job, a purge from cron) given the service's environment may find it
+    missing: it is made, as gunicorn would, rather than the command refused. prometheus_client
+    writes its first file there at import time and would fail with a traceback.
+    """
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"PROMETHEUS_MULTIPROC_DIR {path!r} is not a directory and cannot be made one: "
+            f"{error.strerror}"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"PROMETHEUS_MULTIPROC_DIR {path!r} is not writable")
+
+
 def parse_host_ports(name: str, value: str) -> list[tuple[str, int]]:
     """Parse a "host:port,host:port" setting (REDIS_SENTINELS, REDIS_CLUSTER_NODES)."""
     pairs = []
