@@ -128,9 +128,9 @@ def from_environment() -> dict[str, Any]:
         "LOCK_WAIT_SECONDS": _float("LOCK_WAIT_SECONDS", 5.0, minimum=0.05),
         # Whole seconds: python-redis-lock passes it to SET ... EX.
         "LOCK_EXPIRE_SECONDS": _int("LOCK_EXPIRE_SECONDS", 10, minimum=1),
-        # redis: per-event Redis lock (docs/architecture.md, "Correctness model"). none: the database
-        # constraints alone arbitrate; for benchmark comparisons only (requests then queue inside
-        # PostgreSQL).
+        # redis: per-event Redis lock (docs/architecture.md, "Correctness model"). none: the
+        # database constraints alone arbitrate; for benchmark comparisons only (requests then
+        # queue inside PostgreSQL).
         "LOCK_STRATEGY": _choice("LOCK_STRATEGY", "redis", LOCK_STRATEGIES),
         # Most seat changes of one event that the lock's holder applies in one transaction, from
         # the queue every instance adds to (services/ledger.py, combining.py): 64 keeps a batch
@@ -220,6 +220,28 @@ def validate(config: dict[str, Any]) -> None:
         raise ConfigError("Set REDIS_SENTINELS or REDIS_CLUSTER_NODES, not both")
     for name in ("RATE_LIMIT_LOGIN", "RATE_LIMIT_REGISTER", "RATE_LIMIT_BOOKINGS"):
         _check_rate_limit(name, config[name])
+
+
+def ensure_metrics_directory() -> None:
+    """Create PROMETHEUS_MULTIPROC_DIR if it is set and missing; ConfigError if it cannot be.
+
+    gunicorn.conf.py makes the directory when gunicorn starts, so a one-off command (``flask
+    init-db`` in a deploy job, a purge from cron) given the service's environment may find it
+    missing: it is made, as gunicorn would, rather than the command refused. prometheus_client
+    writes its first file there at import time and would fail with a traceback.
+    """
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"PROMETHEUS_MULTIPROC_DIR {path!r} is not a directory and cannot be made one: "
+            f"{error.strerror}"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"PROMETHEUS_MULTIPROC_DIR {path!r} is not writable")
 
 
 def parse_host_ports(name: str, value: str) -> list[tuple[str, int]]:

@@ -1,4 +1,5 @@
-"""Faults injected into a three-instance cluster under booking load (docs/architecture.md, "Correctness model").
+"""Faults injected into a three-instance cluster under booking load (docs/architecture.md,
+"Correctness model").
 
 Three gunicorn instances (two workers each) share the test PostgreSQL and a Redis this module
 starts. For each fault, customers keep booking, cancelling and reactivating on three small events

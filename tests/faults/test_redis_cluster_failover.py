@@ -4,7 +4,8 @@ Three instances keep booking, cancelling and reactivating on events whose keys s
 cluster's three primaries. While the primary that serves the busiest events' slot is gone,
 requests on those events fail closed (503 with Retry-After); the others carry on. Replication
 is asynchronous, so a lease written just before the kill may be missing on the promoted
-replica, and PostgreSQL still arbitrates (docs/architecture.md, "Correctness model"): the row checks verify it.
+replica, and PostgreSQL still arbitrates (docs/architecture.md, "Correctness model"): the row
+checks verify it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Replication is asynchronous, so leases written to the old primary just before it died may be
 missing on the new one: for a moment two requests may both believe they hold an event's lock.
-PostgreSQL still arbitrates (docs/architecture.md, "Correctness model"), which is what the row checks verify.
+PostgreSQL still arbitrates (docs/architecture.md, "Correctness model"), which is what the row
+checks verify.
 """
 
 from __future__ import annotations
