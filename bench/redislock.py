@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import sys
 import threading
@@ -44,6 +45,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -393,6 +395,33 @@ def count_round_trips(bookings: int, database_url: str, redis_url: str) -> dict[
     return results
 
 
+def summarize(out: Path) -> str:
+    """One line per pair and scenario: bookings/s and p99 both ways, and their ratio."""
+    runs: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in sorted(out.glob("*-*/*.json")):
+        pair, way = path.parent.name.split("-", 1)
+        rows = {row["key"]: row for row in json.loads(path.read_text())["rows"]}
+        runs[(pair, way)] = rows
+    lines = ["pair scenario  service b/s (p99 ms, ÷pgbench)  library b/s (p99 ms, ÷pgbench)  ratio"]
+    for pair in sorted({pair for pair, _ in runs}, key=int):
+        for scenario in ("S1/redis", "S3/redis"):
+            cells, values = [], []
+            for way in ("service", "library"):
+                row = runs.get((pair, way), {}).get(scenario)
+                if row is None or row["value"] is None:
+                    cells.append(f"{'-':>30}")
+                    values.append(None)
+                    continue
+                values.append(row["value"])
+                vs_pgbench = f"{row['ratio']:.3f}" if row["ratio"] else "  -  "
+                cells.append(
+                    f"{row['value']:>10,.0f} ({row['p99_ms'] or 0:6.1f}, {vs_pgbench}){'':>8}"
+                )
+            ratio = f"{values[1] / values[0]:.3f}" if None not in values else "-"
+            lines.append(f"{pair:>4} {scenario[:2]:<9} {cells[0]} {cells[1]} {ratio}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench.settings import BENCH_DATABASE_URL, BENCH_REDIS_URL
 
@@ -400,7 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     count = sub.add_parser("round-trips", help="Redis round trips per uncontended booking")
     count.add_argument("--bookings", type=int, default=200)
+    summary = sub.add_parser("summary", help="S1 and S3 per pair of runs, library ÷ service")
+    summary.add_argument("out", type=Path, help="the directory of <pair>-<way>/ results")
     args = parser.parse_args(argv)
+    if args.command == "summary":
+        print(summarize(args.out))
     if args.command == "round-trips":
         results = count_round_trips(args.bookings, BENCH_DATABASE_URL, BENCH_REDIS_URL)
         for way, result in results.items():
