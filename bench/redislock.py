@@ -51,7 +51,7 @@ from typing import Any
 import redis
 import redis_lock
 
-from booking_service.extensions import REDIS_ERRORS, RedisConnection
+from booking_service.redis_clients import REDIS_ERRORS, RedisConnection
 from booking_service.locking import (
     INDEX_REFRESHES_PER_WINDOW,
     SIGNAL_EXPIRE_MS,
