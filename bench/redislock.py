@@ -51,7 +51,6 @@ from typing import Any
 import redis
 import redis_lock
 
-from booking_service.redis_clients import REDIS_ERRORS, RedisConnection
 from booking_service.locking import (
     INDEX_REFRESHES_PER_WINDOW,
     SIGNAL_EXPIRE_MS,
@@ -68,6 +67,7 @@ from booking_service.locking import (
     signal_key,
     stats_key,
 )
+from booking_service.redis_clients import REDIS_ERRORS, RedisConnection
 
 log = logging.getLogger(__name__)
 
