@@ -11,7 +11,7 @@ from typing import Any
 
 import requests
 
-from tests.support.servers import AppInstance
+from harness.instances import AppInstance
 
 # Families read from /metrics before and after a scenario; the difference is what it did.
 METRIC_FAMILIES = (

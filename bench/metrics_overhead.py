@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from bench import db
 from bench.cluster import connections_per_worker
 from bench.load import LoadResult, require_tool, run_wrk
-from tests.support.servers import AppInstance, RedisServer
+from harness.instances import AppInstance
+from harness.redis_servers import RedisServer
 
 DATABASE_URL = os.environ.get(
     "BENCH_METRICS_DATABASE_URL",

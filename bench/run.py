@@ -54,7 +54,7 @@ from bench.settings import (
     TARGETS,
     Sizes,
 )
-from tests.support.pgbouncer import PgBouncer, PoolSampler
+from harness.pgbouncer import PgBouncer, PoolSampler
 
 ROOT = Path(__file__).resolve().parent.parent
 # Room for every S1/S3/S4/S5 booking of a run: an event that sells out mid-measurement

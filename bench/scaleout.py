@@ -52,7 +52,8 @@ from bench import db
 from bench.cluster import Cluster
 from bench.load import LoadResult, require_tool, run_wrk
 from bench.settings import BENCH_DATABASE_URL, BENCH_REDIS_URL
-from tests.support.pgbouncer import PgBouncer, PoolSampler, limited_role
+from harness.database import limited_role
+from harness.pgbouncer import PgBouncer, PoolSampler
 
 # README defaults: WEB_CONCURRENCY x GUNICORN_THREADS, pool = threads, overflow 2.
 WORKERS = 2

@@ -20,8 +20,8 @@ from sqlalchemy import text
 from booking_service.extensions import RedisClient, db, redis_client
 from booking_service.services import sessions
 from booking_service.services.sessions import USER_BY_LIVE_TOKEN
+from harness.processes import free_port
 from tests import factories as f
-from tests.support.servers import free_port
 
 ME = f"{f.API}/auth/me"
 

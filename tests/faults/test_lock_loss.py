@@ -21,6 +21,7 @@ from prometheus_client import REGISTRY
 from booking_service.extensions import db
 from booking_service.locking import lock_key, locks
 from booking_service.services import ledger
+from harness.instances import AppInstance, running
 from tests import factories
 from tests.factories import auth
 from tests.support.instances import (
@@ -29,9 +30,7 @@ from tests.support.instances import (
     bookings_of,
     event_snapshot,
     instance_env,
-    running,
 )
-from tests.support.servers import AppInstance
 
 pytestmark = pytest.mark.slow
 
