@@ -40,7 +40,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from bench import db, report
-from bench.cluster import INSTANCES, Cluster, metrics_delta
+from bench.cluster import INSTANCES, Cluster, deployed_pgbouncer, metrics_delta
 from bench.load import LoadResult, require_tool, run_pgbench, run_wrk
 from bench.profile import Profiler
 from bench.settings import (
@@ -462,17 +462,7 @@ class Bench:
         sizes = self.sizes
         url = make_url(BENCH_DATABASE_URL)
         database, user = url.database or "postgres", url.username or "postgres"
-        # As deploy/k8s/base/pgbouncer.ini: transaction pooling, one pool of server
-        # connections (20 there and here), the same cap for the database, clients waiting at
-        # most 5 s.
-        with PgBouncer(
-            default_pool_size=sizes.scaleout_server_pool,
-            max_db_connections=sizes.scaleout_server_pool,
-            server_host=url.host or "127.0.0.1",
-            server_port=url.port or 5432,
-            roles=(user,),
-            settings={"query_wait_timeout": 5},
-        ) as pgbouncer:
+        with deployed_pgbouncer(url, user, sizes.scaleout_server_pool) as pgbouncer:
 
             def pooled(workers: int) -> Cluster:
                 return Cluster(
