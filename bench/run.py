@@ -1,7 +1,4 @@
-"""Run the benchmark: baselines, scenarios S1-S7, invariant checks, table, JSON and chart.
-
-    python -m bench.run [--smoke] [--scenarios S1,S2,...] [--strategies redis,none]
-                        [--out bench/results] [--profile]
+"""The scenario table: baselines, scenarios S1-S7, invariant checks, table, JSON and chart.
 
 Everything is reported as a ratio against baselines measured in the same run on the same
 machine, because absolute numbers on a shared 2-core box say little:
@@ -48,15 +45,17 @@ from bench.settings import (
     BENCH_REDIS_URL,
     DEFAULT_SCENARIOS,
     FULL,
+    RESULTS_DIR,
     SCENARIOS,
     SMOKE,
     STRATEGIES,
     TARGETS,
     Sizes,
+    log,
 )
 from harness.pgbouncer import PgBouncer, PoolSampler
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # the repository: its commit goes in the JSON
 # Room for every S1/S3/S4/S5 booking of a run: an event that sells out mid-measurement
 # would turn a throughput number into a rejection number.
 ROOMY = 10_000_000
@@ -80,10 +79,6 @@ class Row:
     violations: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     failed: str | None = None  # the scenario itself crashed
-
-
-def log(message: str) -> None:
-    print(f"==> {message}", file=sys.stderr, flush=True)
 
 
 def unexpected(result: LoadResult, *expected: str) -> dict[str, int]:
@@ -755,8 +750,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness")
     parser.add_argument(
         "--scenarios",
@@ -779,14 +773,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         help="S6: gunicorn workers per instance behind PgBouncer (default: the run's size)",
     )
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results"), type=Path)
     parser.add_argument(
-        "--profile", action="store_true", help="py-spy one worker during S1 (pip install py-spy)"
+        "--out",
+        default=RESULTS_DIR,
+        type=Path,
+        help="directory for the JSON document and the chart (default: bench/results)",
     )
-    args = parser.parse_args(argv)
-    args.scenarios = _subset(parser, args.scenarios, SCENARIOS, "scenario")
-    args.strategies = _subset(parser, args.strategies, STRATEGIES, "strategy")
-    return args
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the workers during S1 (pip install py-spy)"
+    )
 
 
 def _subset(
@@ -799,8 +794,9 @@ def _subset(
     return [item for item in allowed if item in chosen]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    args.scenarios = _subset(args.parser, args.scenarios, SCENARIOS, "scenario")
+    args.strategies = _subset(args.parser, args.strategies, STRATEGIES, "strategy")
     sizes = SMOKE if args.smoke else FULL
     if args.s6_instances:
         # Booting them all at once on 2 cores takes longer the more there are.
@@ -852,7 +848,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nJSON: {json_path}\nchart: {result['chart'] or 'not drawn (matplotlib missing)'}")
     ok = not result["invariant_violations"] and not result["failed"]
     return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,10 +1,6 @@
 """Scale-out measurement: N instances at the README defaults book hot events all at once,
 straight to PostgreSQL or through one PgBouncer; what do clients get, how many sessions?
 
-    python -m bench.scaleout --instances 12 [--via-pgbouncer] [--seconds 10]
-                             [--connections 16] [--events 4] [--customers 100000]
-                             [--connection-limit N]
-
 The procedure: recreate the bench database (BENCH_DATABASE_URL) and seed customers with
 tokens; flush the bench Redis (BENCH_REDIS_URL); start N gunicorn instances with the README
 defaults (2 workers x 8 threads, a pool of 8 + 2 connections per worker, so up to 20
@@ -36,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +45,7 @@ from sqlalchemy.engine import make_url
 from bench import db
 from bench.cluster import Cluster, deployed_pgbouncer
 from bench.load import LoadResult, require_tool, run_wrk
-from bench.settings import BENCH_DATABASE_URL, BENCH_REDIS_URL, FULL
+from bench.settings import BENCH_DATABASE_URL, BENCH_REDIS_URL, FULL, log
 from harness.database import limited_role
 from harness.pgbouncer import PgBouncer, PoolSampler
 
@@ -64,10 +59,6 @@ HEADER = (
     "| instances | bookings created | 503 db_unavailable | other non-2xx "
     "| PostgreSQL sessions peak |\n|---|---|---|---|---|"
 )
-
-
-def log(message: str) -> None:
-    print(f"==> {message}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -114,10 +105,7 @@ class Outcome:
         )
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.scaleout", description=__doc__.split("\n\n")[0]
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instances", type=int, default=12, help="gunicorn instances")
     parser.add_argument(
         "--via-pgbouncer", action="store_true", help="instances connect through one PgBouncer"
@@ -137,12 +125,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="run the instances as a temporary role allowed this many sessions",
     )
-    args = parser.parse_args(argv)
-    if args.instances < 1 or args.connections < 1 or args.events < 1:
-        parser.error("--instances, --connections and --events must be at least 1")
-    if args.customers < args.instances:
-        parser.error("--customers must be at least --instances")
-    return args
 
 
 def measure(args: argparse.Namespace, engine: Engine, database_user: str) -> Outcome:
@@ -259,8 +241,11 @@ def report(outcome: Outcome, max_connections: str) -> None:
     print(outcome.row())
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    if args.instances < 1 or args.connections < 1 or args.events < 1:
+        args.parser.error("--instances, --connections and --events must be at least 1")
+    if args.customers < args.instances:
+        args.parser.error("--customers must be at least --instances")
     require_tool("wrk")
     log(f"database {BENCH_DATABASE_URL}: recreating, seeding {args.customers:,} customers")
     engine = db.recreate(BENCH_DATABASE_URL)
@@ -275,7 +260,3 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         engine.dispose()
     return 1 if outcome.violations else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,12 @@
-"""Sizes and targets of a benchmark run: the full run and the short smoke run."""
+"""What every bench subcommand shares (its database, its Redis, where it logs and writes
+results) and the sizes and targets of a run: the full run and the short smoke run."""
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 BENCH_DATABASE_URL = os.environ.get(
@@ -11,6 +14,13 @@ BENCH_DATABASE_URL = os.environ.get(
 )
 # Not 0 (demo), 8 or 15 (tests): the bench flushes this database before every run.
 BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
+# JSON documents and charts of `run` (git ignores it).
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def log(message: str) -> None:
+    """Progress, on standard error: standard output carries only the results."""
+    print(f"==> {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ TARGETS = {
 
 
 def run_smoke(out: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], float, str]:
-    """``python -m bench.run --smoke`` with ``args``; the run, its seconds and its output."""
+    """``python -m bench run --smoke`` with ``args``; the run, its seconds and its output."""
     # A database of its own beside the test database: the harness drops and recreates it.
     url = make_url(TEST_DATABASE_URL)
     bench_url = url.set(database=f"{url.database}_bench_smoke")
@@ -56,7 +56,7 @@ def run_smoke(out: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], 
     }
     started = time.monotonic()
     completed = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out), *args],
+        [sys.executable, "-m", "bench", "run", "--smoke", "--out", str(out), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
