@@ -44,7 +44,7 @@ def connections_per_worker(clients: int, workers: int) -> int:
 
 
 class Cluster:
-    """Instances on free loopback ports; restartable with another lock strategy."""
+    """Instances on free loopback ports, started and stopped together."""
 
     def __init__(
         self,
@@ -67,19 +67,16 @@ class Cluster:
         self.name = name
         self.start_timeout = start_timeout
         self.instances: list[AppInstance] = []
-        self.strategy: str | None = None
 
     @property
     def ports(self) -> list[int]:
         return [instance.port for instance in self.instances]
 
-    def start(self, strategy: str) -> None:
+    def start(self) -> None:
         self.stop()
-        self.strategy = strategy
-        env = {**self.env, "LOCK_STRATEGY": strategy}
         self.instances = [
             AppInstance(
-                env,
+                self.env,
                 workers=self.workers,
                 threads=self.threads,
                 name=f"{self.name}-{n}",
@@ -92,7 +89,6 @@ class Cluster:
     def stop(self) -> None:
         stop_all(self.instances)
         self.instances = []
-        self.strategy = None
 
     def worker_pids(self) -> list[int]:
         return [pid for instance in self.instances for pid in instance.worker_pids()]

@@ -156,7 +156,7 @@ def measure(args: argparse.Namespace, engine: Engine, database_user: str) -> Out
         stack.callback(cluster.stop)
         log(f"starting {args.instances} instances x {WORKERS} workers x {THREADS} threads")
         started = time.monotonic()
-        cluster.start("redis")
+        cluster.start()
         log(
             f"all {args.instances} instances answer /livez after {time.monotonic() - started:.1f} s"
         )

@@ -119,7 +119,6 @@ SMOKE = Sizes(
 SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S6", "S7")
 # S6 starts 14 more instances and a PgBouncer: only when asked for (--scenarios S6).
 DEFAULT_SCENARIOS = ("S1", "S2", "S3", "S4", "S5", "S7")
-STRATEGIES = ("redis", "none")
 
 
 @dataclass(frozen=True)
@@ -153,8 +152,6 @@ TARGETS = {
     "S1_vs_pgbench": Target("S1 bookings/s ÷ pgbench ceiling", 1.5, 2.0, True),
     "S1_p99_ms": Target("S1 p99 ms (64 clients in the full run)", 100.0, 60.0, False),
     "S2_vs_livez": Target("S2 rejections/s ÷ livez rps", 0.5, 0.8, True),
-    # What the lock costs a booking when uncontended (one booking per event at a time).
-    "S3_redis_vs_none": Target("S3/redis ÷ S3/none bookings/s", 0.9, 1.0, True),
     "S5_growth": Target("S5 cost at 1M rows ÷ cost at 0", 1.2, 1.05, False),
     "S6_pgbouncer_vs_direct": Target("S6 via PgBouncer ÷ 2 direct", 0.9, 1.0, True),
     "S7_vs_S1": Target("S7 confirmed/s ÷ S1 bookings/s", 0.8, 1.0, True),
