@@ -356,7 +356,7 @@ class ActivitySampler(PeriodicSampler):
         self.samples: list[tuple[int, ...]] = []
 
     @contextmanager
-    def session(self) -> Iterator[Callable[[], None]]:
+    def connected(self) -> Iterator[Callable[[], None]]:
         client = redis.Redis.from_url(self.redis_url, socket_timeout=1)
         with self.engine.connect() as connection:
 

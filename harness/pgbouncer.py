@@ -223,7 +223,7 @@ class PoolSampler(PeriodicSampler):
         self.samples: list[PoolSample] = []
 
     @contextmanager
-    def session(self) -> Iterator[Callable[[], None]]:
+    def connected(self) -> Iterator[Callable[[], None]]:
         connection = self.pgbouncer.connect("pgbouncer")
         connection.autocommit = True  # the console knows no BEGIN
         try:

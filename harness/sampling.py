@@ -14,20 +14,19 @@ from typing import Any, Self
 class PeriodicSampler:
     """Runs ``take`` every ``interval`` seconds in a daemon thread, from entry to exit.
 
-    Subclasses open their connection in ``session`` (a context manager giving the callable
+    Subclasses open their connection in ``connected`` (a context manager giving the callable
     that takes one sample) and keep what the samples show. Sampling must never fail the
-    measurement it watches: a failed sample is skipped and a failed ``session`` ends the
+    measurement it watches: a failed sample is skipped and a failed ``connected`` ends the
     sampling, either way with its error kept in ``error`` beside what was sampled.
     """
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
-        self.samples_taken = 0
         self.error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def session(self) -> Any:
+    def connected(self) -> Any:
         """A context manager that connects and gives the callable taking one sample."""
         raise NotImplementedError
 
@@ -41,7 +40,7 @@ class PeriodicSampler:
 
     def _run(self) -> None:
         try:
-            with self.session() as take:
+            with self.connected() as take:
                 self._loop(take)
         except Exception as error:  # could not connect: nothing to sample
             self.error = f"{type(error).__name__}: {error}"
@@ -50,7 +49,6 @@ class PeriodicSampler:
         while True:
             try:
                 take()
-                self.samples_taken += 1
             except Exception as error:  # one bad sample is no reason to stop watching
                 self.error = f"{type(error).__name__}: {error}"
             if self._stop.wait(self.interval):
