@@ -7,11 +7,11 @@ test:  ## set up and run the whole test suite
 	./scripts/test.sh
 
 bench:  ## full benchmark (~5 min): table, bench/results/<time>.json and .png
-	./scripts/bench.sh
+	./scripts/bench.sh run
 
 bench-smoke:  ## the same harness with tiny sizes (~1 min): works, invariants hold
-	./scripts/bench.sh --smoke
+	./scripts/bench.sh run --smoke
 
 lint:
 	.venv/bin/ruff check .
-	.venv/bin/ruff format --check booking_service tests
+	.venv/bin/ruff format --check booking_service tests harness bench

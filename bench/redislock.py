@@ -404,10 +404,12 @@ def summarize(out: Path) -> str:
         runs[(pair, way)] = rows
     lines = ["pair scenario  service b/s (p99 ms, ÷pgbench)  library b/s (p99 ms, ÷pgbench)  ratio"]
     for pair in sorted({pair for pair, _ in runs}, key=int):
-        for scenario in ("S1/redis", "S3/redis"):
+        for scenario in ("S1", "S3"):
             cells, values = [], []
             for way in ("service", "library"):
-                row = runs.get((pair, way), {}).get(scenario)
+                rows = runs.get((pair, way), {})
+                # Rows are keyed "S1"; runs made before LOCK_STRATEGY went keyed them "S1/redis".
+                row = rows.get(scenario) or rows.get(f"{scenario}/redis")
                 if row is None or row["value"] is None:
                     cells.append(f"{'-':>30}")
                     values.append(None)

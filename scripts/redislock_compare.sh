@@ -23,7 +23,7 @@ for pair in $(seq "$PAIRS"); do
         echo "==> pair $pair: $way"
         # A run whose baseline failed (say, PostgreSQL out of connections) still has its S1
         # and S3: carry on, the summary shows what is missing.
-        "$VENV/bin/python" -m bench.run --scenarios S1,S3 --strategies redis \
+        "$VENV/bin/python" -m bench run --scenarios S1,S3 \
             --out "$OUT/$pair-$way" || echo "==> pair $pair: $way: the run exited $?"
     done
 done

@@ -13,11 +13,12 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
-from booking_service import create_app, migrate
+from booking_service import create_app
 from booking_service.database import db
 from booking_service.services.snapshots import event_snapshots
+from harness.database import recreate_schema
 
 TEST_DATABASE_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/booking_service_test"
@@ -42,18 +43,9 @@ TEST_SETTINGS = {
 TABLES = "history_entries, bookings, events, api_tokens, users, seat_intents"
 
 
-def _recreate_schema(url: str) -> None:
-    migrate.ensure_database(url)
-    engine = create_engine(url)
-    with engine.begin() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    engine.dispose()
-    migrate.upgrade(url)  # the real migrations, not create_all: they are under test too
-
-
 @pytest.fixture(scope="session")
 def app() -> Iterator[Flask]:
-    _recreate_schema(TEST_DATABASE_URL)
+    recreate_schema(TEST_DATABASE_URL)
     application = create_app(dict(TEST_SETTINGS))
     application.config["TESTING"] = True
     yield application

@@ -22,10 +22,10 @@ from booking_service import migrate
 from booking_service.database import Database, StoredFunction, db
 from booking_service.errors import DbUnavailable, NotActive, OutcomeUnknown
 from booking_service.services.sessions import USER_BY_LIVE_TOKEN
+from harness.database import limited_role
+from harness.processes import free_port
 from tests import factories
 from tests.conftest import TEST_DATABASE_URL
-from tests.support.pgbouncer import limited_role
-from tests.support.servers import free_port
 
 
 def test_every_stored_function_is_created_by_init_db() -> None:

@@ -19,10 +19,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from booking_service.services import accounts
+from harness.instances import AppInstance
 from tests import factories as f
 from tests.factories import API, PASSWORD, auth
 from tests.support.instances import instance_env
-from tests.support.servers import AppInstance
 
 ALLOWED_ORIGIN = "https://app.example.com"
 OPS_TOKEN = "ops-" + secrets.token_urlsafe(16)

@@ -20,7 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.support.servers import PROJECT_ROOT
+from harness.processes import PROJECT_ROOT
 
 K8S = PROJECT_ROOT / "deploy" / "k8s"
 KUSTOMIZATIONS = {"base": K8S / "base", "overlay": K8S / "overlays" / "example"}

@@ -20,6 +20,9 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
+from harness.instances import AppInstance, running
+from harness.pgbouncer import PgBouncer
+from harness.redis_servers import RedisServer
 from tests import factories
 from tests.conftest import TEST_DATABASE_URL
 from tests.faults.harness import (
@@ -43,9 +46,7 @@ from tests.faults.harness import (
     terminate_app_backends,
     warm_up,
 )
-from tests.support.instances import instance_env, running
-from tests.support.pgbouncer import PgBouncer
-from tests.support.servers import AppInstance, RedisServer
+from tests.support.instances import instance_env
 
 pytestmark = pytest.mark.slow
 

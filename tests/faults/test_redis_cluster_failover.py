@@ -18,6 +18,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from booking_service.locking import lock_key
+from harness.instances import AppInstance, running
+from harness.redis_cluster import RedisClusterGroup
 from tests.faults.harness import (
     FAULT_SETTINGS,
     LOCK_TAKING,
@@ -33,9 +35,7 @@ from tests.faults.harness import (
     running_load,
     warm_up,
 )
-from tests.support.instances import instance_env, running
-from tests.support.redis_cluster import RedisClusterGroup
-from tests.support.servers import AppInstance
+from tests.support.instances import instance_env
 
 pytestmark = pytest.mark.slow
 

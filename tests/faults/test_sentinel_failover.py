@@ -14,6 +14,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from harness.instances import AppInstance, running
+from harness.redis_servers import RedisSentinelGroup
 from tests.faults.harness import (
     FAULT_SETTINGS,
     LOCK_TAKING,
@@ -26,8 +28,7 @@ from tests.faults.harness import (
     running_load,
     warm_up,
 )
-from tests.support.instances import instance_env, running
-from tests.support.servers import AppInstance, RedisSentinelGroup
+from tests.support.instances import instance_env
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ import sys
 from sqlalchemy import Engine, text
 
 from booking_service import migrate
+from harness.processes import PROJECT_ROOT
 from tests.migrations.conftest import URL, downgrade_to, migrate_to
-from tests.support.servers import PROJECT_ROOT
 
 
 def installed(engine: Engine) -> set[str]:

@@ -18,9 +18,10 @@ from typing import Any
 import requests
 from flask import Flask
 
+from harness.instances import AppInstance
+from harness.load import RequestSpec, fire
+from harness.processes import PROJECT_ROOT
 from tests.support.instances import instance_env
-from tests.support.load import RequestSpec, fire
-from tests.support.servers import PROJECT_ROOT, AppInstance
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"

@@ -16,9 +16,9 @@ from flask import Flask
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from harness.processes import PROJECT_ROOT, free_port
 from tests.conftest import TEST_DATABASE_URL
 from tests.support.instances import instance_env
-from tests.support.servers import PROJECT_ROOT, free_port
 
 pytestmark = pytest.mark.slow
 
