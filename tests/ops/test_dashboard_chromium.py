@@ -15,12 +15,15 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from flask import Flask
 
 from tests.support.instances import instance_env
 from tests.support.load import RequestSpec, fire
 from tests.support.servers import PROJECT_ROOT, AppInstance
+
+pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
