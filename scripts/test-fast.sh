@@ -8,14 +8,7 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
 
-if [ -x "$VENV/bin/python" ]; then
-    stamp="$VENV/.installed-requirements-dev.txt"
-    if [ ! -f "$stamp" ] || [ requirements-dev.txt -nt "$stamp" ] || [ requirements.txt -nt "$stamp" ]; then
-        echo "note: requirements changed since $VENV was installed; make test installs them" >&2
-    fi
-else
-    ensure_venv "$ROOT/requirements-dev.txt"
-fi
+[ -x "$VENV/bin/python" ] || ensure_venv "$ROOT/requirements-dev.txt"
 
 if [ "${1:-}" = "--unit" ]; then
     shift
