@@ -202,6 +202,7 @@ def assert_drained(client: Any, event_id: int) -> None:
 # --- the cost of the uncontended case ------------------------------------------------------
 
 
+@pytest.mark.slow  # a private redis-server, to count its commands
 def test_an_uncontended_submit_costs_one_set_and_one_script_call(engine: Engine) -> None:
     with RedisServer() as server:
         client = server.client()

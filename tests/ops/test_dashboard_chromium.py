@@ -15,6 +15,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from flask import Flask
 
@@ -22,6 +23,8 @@ from harness.instances import AppInstance
 from harness.load import RequestSpec, fire
 from harness.processes import PROJECT_ROOT
 from tests.support.instances import instance_env
+
+pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
