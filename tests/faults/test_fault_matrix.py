@@ -3,8 +3,9 @@
 
 Three gunicorn instances (two workers each) share the test PostgreSQL and a Redis this module
 starts. For each fault, customers keep booking, cancelling and reactivating on three small events
-and one roomy probe event; the fault is injected mid-load; then ``harness.evaluate`` checks rows,
-answers and recovery, and adds a row to the fault table printed at the end of the run.
+and one roomy probe event; the fault is injected mid-load; then ``fault_checks.evaluate``
+checks rows, answers and recovery, and adds a row to the fault table printed at the end of the
+run.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from harness.pgbouncer import PgBouncer
 from harness.redis_servers import RedisServer
 from tests import factories
 from tests.conftest import TEST_DATABASE_URL
-from tests.faults.harness import (
+from tests.faults.fault_checks import (
     FAULT_SETTINGS,
     LOCK_EXPIRE_SECONDS,
     LOCK_TAKING,

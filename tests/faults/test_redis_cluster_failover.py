@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 from booking_service.locking import lock_key
 from harness.instances import AppInstance, running
 from harness.redis_cluster import RedisClusterGroup
-from tests.faults.harness import (
+from tests.faults.fault_checks import (
     FAULT_SETTINGS,
     LOCK_TAKING,
     Call,

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 
 from harness.instances import AppInstance, running
 from harness.redis_servers import RedisSentinelGroup
-from tests.faults.harness import (
+from tests.faults.fault_checks import (
     FAULT_SETTINGS,
     LOCK_TAKING,
     FaultCluster,
