@@ -23,7 +23,7 @@ and pays that round trip where they do:
 
 Two uses:
 
-- ``python -m bench.redislock round-trips``: Redis round trips per uncontended booking, both
+- ``python -m bench redislock round-trips``: Redis round trips per uncontended booking, both
   ways, counted in-process on the socket (exact; nothing else on the server counts).
 - ``GUNICORN_CMD_ARGS="--worker-class bench.redislock_worker.Worker"`` in a benchmark's
   environment: every gunicorn worker of the bench's instances runs the lock through the
@@ -39,7 +39,6 @@ import argparse
 import hashlib
 import json
 import logging
-import sys
 import threading
 import time
 from collections import Counter
@@ -424,19 +423,20 @@ def summarize(out: Path) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from bench.settings import BENCH_DATABASE_URL, BENCH_REDIS_URL
-
-    parser = argparse.ArgumentParser(prog="python -m bench.redislock", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="step", required=True)
     count = sub.add_parser("round-trips", help="Redis round trips per uncontended booking")
     count.add_argument("--bookings", type=int, default=200)
     summary = sub.add_parser("summary", help="S1 and S3 per pair of runs, library ÷ service")
     summary.add_argument("out", type=Path, help="the directory of <pair>-<way>/ results")
-    args = parser.parse_args(argv)
-    if args.command == "summary":
+
+
+def main(args: argparse.Namespace) -> int:
+    from bench.settings import BENCH_DATABASE_URL, BENCH_REDIS_URL
+
+    if args.step == "summary":
         print(summarize(args.out))
-    if args.command == "round-trips":
+    if args.step == "round-trips":
         results = count_round_trips(args.bookings, BENCH_DATABASE_URL, BENCH_REDIS_URL)
         for way, result in results.items():
             print(
@@ -446,7 +446,3 @@ def main(argv: list[str] | None = None) -> int:
             for trip, n in sorted(result["lock_round_trips"].items()):
                 print(f"    {n / args.bookings:g} x {trip}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,7 +12,7 @@ cd "$ROOT"
 
 PAIRS="${1:-2}"
 OUT="bench/results/redislock"
-"$VENV/bin/python" -m bench.redislock round-trips --bookings 200
+"$VENV/bin/python" -m bench redislock round-trips --bookings 200
 for pair in $(seq "$PAIRS"); do
     for way in service library; do
         if [ "$way" = library ]; then
@@ -28,4 +28,4 @@ for pair in $(seq "$PAIRS"); do
     done
 done
 unset GUNICORN_CMD_ARGS
-"$VENV/bin/python" -m bench.redislock summary "$OUT"
+"$VENV/bin/python" -m bench redislock summary "$OUT"
