@@ -425,3 +425,48 @@ class HistoryQuerySchema(ma.Schema):
     def _ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
         if data.get("since") and data.get("until") and data["since"] > data["until"]:
             raise ma.ValidationError("Must not be before since.", "until")
+
+
+# --- the waiting room -------------------------------------------------------------------
+
+
+class QueueEntrySchema(ma.Schema):
+    event_id = ma.fields.Integer()
+    state = ma.fields.String(
+        metadata={
+            "enum": ["waiting", "admitted", "lapsed", "sold_out"],
+            "description": "admitted: hold or book until admitted_until; lapsed: the "
+            "admission ran out (join again, at the end); sold_out: no seats and no live "
+            "holds: wait on the waitlist (admission resumes if seats come back).",
+        }
+    )
+    position = ma.fields.Integer(
+        allow_none=True, metadata={"description": "1: next in line; null unless waiting."}
+    )
+    eta_seconds = ma.fields.Integer(
+        allow_none=True,
+        metadata={"description": "Until admission at the current rate; null if unknown."},
+    )
+    admitted_until = timestamp(allow_none=True)
+    waitlist = ma.fields.String(
+        allow_none=True, metadata={"description": "The event's waitlist, once sold out."}
+    )
+
+
+class QueueStatsSchema(ma.Schema):
+    depth = ma.fields.Integer(metadata={"description": "Entries waiting."})
+    active = ma.fields.Integer(metadata={"description": "Admissions not lapsed yet."})
+    admitted = ma.fields.Integer(metadata={"description": "Admissions so far."})
+    admitted_last_minute = ma.fields.Integer()
+    rate_per_minute = ma.fields.Float(
+        allow_none=True, metadata={"description": "The pacer's current admission rate."}
+    )
+    eta_last_seconds = ma.fields.Float(
+        allow_none=True,
+        metadata={"description": "Until the last entry is admitted at that rate."},
+    )
+    sold_out = ma.fields.Boolean()
+    lock_wait_ms = ma.fields.Float(
+        allow_none=True,
+        metadata={"description": "The pacer's estimate of the event's lock wait (Little's law)."},
+    )

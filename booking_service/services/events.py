@@ -73,9 +73,7 @@ def create_event(
     admission_minutes: int = 10,
 ) -> Event:
     """Publish a new event owned by the organizer."""
-    _require_valid_schedule(
-        start_time=start_time, end_time=end_time, sale_starts_at=sale_starts_at
-    )
+    _require_valid_schedule(start_time=start_time, end_time=end_time, sale_starts_at=sale_starts_at)
     event = Event(
         organizer_id=organizer.id,
         title=title,
