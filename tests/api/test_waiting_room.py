@@ -14,9 +14,9 @@ from typing import Any
 import redis
 from flask.testing import FlaskClient
 
+from booking_service.locking import LockStats
 from booking_service.services import waitroom
 from booking_service.services.pacer import Controller, pacer
-from booking_service.locking import LockStats
 from tests import factories as f
 
 API = f.API
