@@ -15,6 +15,7 @@ import redis
 from flask.testing import FlaskClient
 
 from booking_service.locking import LockStats
+from booking_service.ops.scrape_gauges import ScrapeState, ScrapeTimeCollector, hot_queues
 from booking_service.services import waitroom
 from booking_service.services.pacer import Controller, pacer
 from tests import factories as f
@@ -256,3 +257,23 @@ def test_the_controller_cuts_on_long_waits_and_grows_on_short_ones():
     idle.update(LockStats(requests=0), 0.0, waiting=False)
     idle.update(LockStats(requests=10), 1.0, waiting=False)
     assert idle.rate == 10.0
+
+
+def test_queue_gauges_at_scrape_time(
+    client: FlaskClient, org: dict[str, Any], cust: dict[str, Any], other_cust: dict[str, Any]
+):
+    event = queue_event(client, org, sale_starts_at=f.iso(f.in_hours(1)))
+    for who in (cust, other_cust):
+        join(client, who["token"], event["id"])
+    pacer.pace_once()  # before the sale: admits nobody, records its rate (600 a minute)
+    state = ScrapeState(dependencies={}, capacity=None, queues=hot_queues())
+    samples = {
+        (sample.name, sample.labels.get("event_id")): sample.value
+        for family in ScrapeTimeCollector(lambda: state).collect()
+        for sample in family.samples
+    }
+    key = str(event["id"])
+    assert samples[("booking_waiting_room_depth", key)] == 2
+    assert samples[("booking_waiting_room_active_shoppers", key)] == 0
+    assert samples[("booking_waiting_room_admitted_per_minute", key)] == 0
+    assert samples[("booking_waiting_room_eta_seconds", key)] == 0.2  # 2 at 10 a second
