@@ -30,6 +30,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -131,6 +132,9 @@ class Pacer:
         # The serving counter each event had after this pacer's last round: a lower one
         # means Redis lost admissions in a failover (services/waitroom.py, ADMIT_SCRIPT).
         self.served: dict[int, int] = {}
+        # Redis' clock at each event's last round: automatic pacing grows only once the sale
+        # has started (a pre-queue on an idle lock says nothing about what it can take).
+        self.clock: dict[int, datetime] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -143,6 +147,7 @@ class Pacer:
         self.holder = f"{config['INSTANCE_NAME']}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.controllers.clear()
         self.served.clear()
+        self.clock.clear()
 
     def start(self) -> None:
         """Pace in a daemon thread of this process (0 interval: never)."""
@@ -219,6 +224,7 @@ class Pacer:
                 event.id,
             )
         self.served[event.id] = admitted.served
+        self.clock[event.id] = admitted.now
         return Paced(event.id, rate, admitted, wait_ms)
 
     def _automatic(self, event: Event) -> tuple[float, float]:
@@ -231,7 +237,13 @@ class Pacer:
         pipe.hgetall(stats_key(event.id))
         pipe.zcard(waitroom.queue_key(event.id))
         raw, depth = pipe.execute()
-        rate = controller.update(LockStats.from_hash(raw), time.monotonic(), waiting=depth > 0)
+        clock = self.clock.get(event.id)
+        on_sale = clock is not None and (
+            event.sale_starts_at is None or clock >= event.sale_starts_at
+        )
+        rate = controller.update(
+            LockStats.from_hash(raw), time.monotonic(), waiting=on_sale and depth > 0
+        )
         return rate, controller.wait * 1000
 
 
