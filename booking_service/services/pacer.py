@@ -11,7 +11,8 @@ Per event with its waiting room on and bookings still open:
 
 - no seats for newcomers (all taken, or someone on the waitlist): admissions pause; with no
   live hold left either, the queue is ``sold_out`` (a hold lapsing or a cancel brings the
-  seats, and admissions, back);
+  seats, and admissions, back); nor are more admitted than there are free seats for, counting
+  the last few seconds' admissions as seats about to be taken;
 - ``admit_per_minute`` set: that rate, a burst of at most one second's worth;
 - automatic (null): ``Controller``, fed with the event's lock statistics (locking.LockStats,
   what the live lock view shows). By Little's law the mean lock wait is the requests queued
@@ -72,6 +73,9 @@ MIN_RATE = 0.5
 # (a cut shows in the statistics only once the admitted customers' requests have drained).
 GROWTH = 1.1
 CUT_EVERY_SECONDS = 1.0
+# Admissions this recent count as customers about to take a seat (services/waitroom.py,
+# ADMIT_SCRIPT): a customer in a rush holds within seconds of being admitted.
+FRESH_ADMISSION_SECONDS = 5.0
 
 
 @dataclass
@@ -127,6 +131,7 @@ class Pacer:
         self.target_wait = 0.05
         self.start_rate = 5.0
         self.max_rate = 500.0
+        self.fresh_seconds = FRESH_ADMISSION_SECONDS
         self.holder = "local"
         self.controllers: dict[int, Controller] = {}
         # The serving counter each event had after this pacer's last round: a lower one
@@ -216,6 +221,8 @@ class Pacer:
             sold_out=sold_out,
             served_seen=self.served.get(event.id),
             wait_ms=wait_ms,
+            free_seats=event.available_slots,
+            fresh_seconds=self.fresh_seconds,
         )
         if admitted.rolled_back:
             log.warning(

@@ -114,9 +114,13 @@ return 1
 # saw means Redis failed over to a replica that missed the latest admissions: the bucket starts
 # empty again, so the admissions lost with the old primary count against the rate as if made.
 #   KEYS: queue, admitted, meta
+# Nor does it admit more people than there are free seats for: admissions of the last
+# ``fresh`` ms count as customers about to take a seat, so with 20 seats free and 15 admitted
+# a moment ago, 5 more get in (those who already took theirs are counted twice: it errs on
+# admitting fewer, for a few seconds).
 #   ARGV: rate (per s), burst, admission length (ms), expiry (ms), sale start (ms or ''),
 #         paused ('1': no admissions, no seats), sold out ('0'/'1'), served last seen (or ''),
-#         estimated lock wait (ms, for operators)
+#         estimated lock wait (ms, for operators), free seats, fresh (ms)
 # Returns {admitted now, served, now, rolled back (0/1)}.
 ADMIT_SCRIPT = (
     _NOW
@@ -140,10 +144,13 @@ else
 end
 local admitted = 0
 if not before_sale and ARGV[6] == '0' then
-    local count = math.min(math.floor(tokens), redis.call('zcard', KEYS[1]))
+    local length = tonumber(ARGV[3])
+    local fresh = redis.call('zcount', KEYS[2], '(' .. (now + length - tonumber(ARGV[11])), '+inf')
+    local room = math.max(0, tonumber(ARGV[10]) - fresh)
+    local count = math.min(math.floor(tokens), redis.call('zcard', KEYS[1]), room)
     if count > 0 then
         local popped = redis.call('zpopmin', KEYS[1], count)
-        local admitted_until = now + tonumber(ARGV[3])
+        local admitted_until = now + length
         for i = 1, #popped, 2 do
             redis.call('zadd', KEYS[2], admitted_until, popped[i])
         end
@@ -371,8 +378,11 @@ def admit(
     sold_out: bool,
     served_seen: int | None,
     wait_ms: float,
+    free_seats: int,
+    fresh_seconds: float,
 ) -> Admitted:
-    """Admit the first entries as far as the token bucket allows (the pacer's step)."""
+    """Admit the first entries as far as the token bucket and the free seats allow (the
+    pacer's step)."""
     keys = (queue_key(event.id), admitted_key(event.id), meta_key(event.id))
     starts = _ms(event.sale_starts_at) if event.sale_starts_at is not None else ""
     reply = redis_client.get().eval(
@@ -388,6 +398,8 @@ def admit(
         "1" if sold_out else "0",
         "" if served_seen is None else served_seen,
         f"{wait_ms:.1f}",
+        max(0, free_seats),
+        int(fresh_seconds * 1000),
     )
     count, served, now, rolled_back = (int(value) for value in reply)
     return Admitted(count, served, _moment(now), bool(rolled_back))

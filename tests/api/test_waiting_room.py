@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import redis
 from flask.testing import FlaskClient
 
@@ -21,6 +22,12 @@ from booking_service.services.pacer import Controller, pacer
 from tests import factories as f
 
 API = f.API
+
+
+@pytest.fixture(autouse=True)
+def brief_fresh_admissions(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Seats count as about to be taken for 0.2 s after an admission, not 5: tests move fast.
+    monkeypatch.setattr(pacer, "fresh_seconds", 0.2)
 
 
 def queue_event(client: FlaskClient, org: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -277,3 +284,18 @@ def test_queue_gauges_at_scrape_time(
     assert samples[("booking_waiting_room_active_shoppers", key)] == 0
     assert samples[("booking_waiting_room_admitted_per_minute", key)] == 0
     assert samples[("booking_waiting_room_eta_seconds", key)] == 0.2  # 2 at 10 a second
+
+
+def test_no_more_admitted_than_there_are_free_seats(
+    client: FlaskClient, org: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(pacer, "fresh_seconds", 60)
+    event = queue_event(client, org, capacity=3, admit_per_minute=6000)
+    customers = [f.customer(client) for _ in range(5)]
+    for who in customers:
+        join(client, who["token"], event["id"])
+    for _ in range(5):
+        pacer.pace_once()
+        time.sleep(0.1)
+    states = [poll(client, who["token"], event["id"]).get_json()["state"] for who in customers]
+    assert states == ["admitted"] * 3 + ["waiting"] * 2
