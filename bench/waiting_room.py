@@ -7,7 +7,9 @@ Needs PostgreSQL and Redis (BENCH_DATABASE_URL, BENCH_REDIS_URL; the database is
 and starts two gunicorn instances itself. The customers are coroutines of one asyncio client
 with a pool of keep-alive connections. Phases:
 
-1. livez, joins and polls as fast as the pool sends them (closed loop): the queue's cost;
+1. livez, joins and polls as fast as wrk sends them (one wrk per instance, closed loop): the
+   queue's cost. Sessions are warmed first (a customer who signed in before the sale has
+   one cached); the cold first request of every customer is timed separately;
 2. the rush: every customer joins the pre-queue, the sale starts, each polls as Retry-After
    says and, once admitted, holds a seat and confirms it (automatic pacing); the pacer's rate
    and its lock-wait estimate are sampled every second;
@@ -43,6 +45,32 @@ API = "/api/v1"
 ID_OFFSET = 1_000
 TOKEN_PREFIX = "s8-"
 JSON_MARKER = "BENCH_JSON "
+WRK_SECONDS = 5
+WRK_THREADS = 2
+WRK_CONNECTIONS = 32  # per instance
+# Each wrk thread sends as one customer after another: thread k of instance i takes the
+# customers first + offset + k, then every ``stride``-th after it.
+WRK_LUA = """
+local first = tonumber(os.getenv("WR_FIRST"))
+local count = tonumber(os.getenv("WR_COUNT"))
+local offset = tonumber(os.getenv("WR_OFFSET"))
+local stride = tonumber(os.getenv("WR_STRIDE"))
+local method, path = os.getenv("WR_METHOD"), os.getenv("WR_PATH")
+local threads = 0
+function setup(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
+function init(args)
+  n = 0
+end
+function request()
+  local id = first + (offset + tid + n * stride) % count
+  n = n + 1
+  local token = id .. "." .. os.getenv("WR_PREFIX") .. id
+  return wrk.format(method, path, {["Authorization"] = "Bearer " .. token})
+end
+"""
 
 
 def token_for(user_id: int) -> str:
@@ -239,28 +267,43 @@ class Pool:
         return Answer(status, headers, data)
 
 
+def wrk_rps(
+    ports: list[int], method: str, path: str, customers: int, *, random_start: bool
+) -> float:
+    """Requests per second of one wrk per instance, run together, summed."""
+    script = Path(tempfile.mkdtemp(prefix="s8-wrk-")) / "queue.lua"
+    script.write_text(WRK_LUA)
+    stride = WRK_THREADS * len(ports)
+    processes = []
+    for n, port in enumerate(ports):
+        env = {
+            **os.environ,
+            "WR_FIRST": str(ID_OFFSET + 1),
+            "WR_COUNT": str(customers),
+            "WR_OFFSET": str(random.randrange(customers) if random_start else n * WRK_THREADS),
+            "WR_STRIDE": str(stride),
+            "WR_METHOD": method,
+            "WR_PATH": path,
+            "WR_PREFIX": TOKEN_PREFIX,
+        }
+        command = ["wrk", f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", f"-d{WRK_SECONDS}s"]
+        command += ["-s", str(script), f"http://127.0.0.1:{port}"]
+        processes.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True))
+    total = 0.0
+    for process in processes:
+        out, _ = process.communicate(timeout=WRK_SECONDS + 30)
+        match = [line for line in out.splitlines() if line.startswith("Requests/sec:")]
+        if not match:
+            raise RuntimeError(f"wrk printed no rate:\n{out}")
+        total += float(match[0].split()[1])
+    return total
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def closed_loop(pool: Pool, seconds: float, make: Any, workers: int) -> float:
-    """Requests per second of ``make()`` calls sent back to back by ``workers`` senders."""
-    done = 0
-    stop = time.monotonic() + seconds
-
-    async def sender() -> None:
-        nonlocal done
-        while time.monotonic() < stop:
-            method, path, token = make()
-            await pool.request(method, path, token)
-            done += 1
-
-    started = time.monotonic()
-    await asyncio.gather(*(sender() for _ in range(workers)))
-    return done / (time.monotonic() - started)
 
 
 @dataclass
@@ -366,22 +409,30 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         with_room = create_event(engine, capacity=args.capacity, waiting_room=True)
         without = create_event(engine, capacity=args.capacity, waiting_room=False)
 
-        livez = await closed_loop(pool, 5, lambda: ("GET", "/livez", None), args.connections)
-        # Joins: every customer once, back to back (the pre-queue), as fast as the pool goes.
-        rush = Rush()
+        ports = [port for _, port in instances]
         queue_path = f"{API}/events/{with_room}/queue"
-        joined_at = time.monotonic()
+        rush = Rush()
+        # Every customer's first request (a poll: 404, not in the queue yet) resolves the
+        # token in PostgreSQL and caches the session, as a sign-in before the sale would.
+        warmed_at = time.monotonic()
+        chunks = [tokens[i :: args.connections] for i in range(args.connections)]
 
+        async def first_requests(chunk: list[str]) -> None:
+            for token in chunk:
+                await pool.request("GET", queue_path, token)
+
+        await asyncio.gather(*(first_requests(chunk) for chunk in chunks))
+        cold_rps = args.customers / (time.monotonic() - warmed_at)
+        livez = wrk_rps(ports, "GET", "/livez", args.customers, random_start=True)
+        join_rps = wrk_rps(ports, "POST", queue_path, args.customers, random_start=False)
+        polls = wrk_rps(ports, "GET", queue_path, args.customers, random_start=True)
+
+        # The rest of the pre-queue: everyone not in it yet joins (a join again is a 200).
         async def join_all(chunk: list[str]) -> None:
             for token in chunk:
                 rush.record(await pool.request("POST", queue_path, token))
 
-        chunks = [tokens[i :: args.connections] for i in range(args.connections)]
         await asyncio.gather(*(join_all(chunk) for chunk in chunks))
-        join_rps = args.customers / (time.monotonic() - joined_at)
-        polls = await closed_loop(
-            pool, 5, lambda: ("GET", queue_path, random.choice(tokens)), args.connections
-        )
 
         # The rush: the sale starts; admitted customers hold and confirm.
         start_sale(engine, redis_client, with_room)
@@ -419,6 +470,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "customers": args.customers,
             "capacity": args.capacity,
             "connections": args.connections,
+            "first_request_rps": round(cold_rps),
             "livez_rps": round(livez),
             "join_rps": round(join_rps),
             "poll_rps": round(polls),
@@ -445,6 +497,7 @@ def main() -> None:
     result = asyncio.run(run(args))
     print(JSON_MARKER + json.dumps(result))
     counts = f"{result['livez_rps']} / {result['join_rps']} / {result['poll_rps']}"
+    print(f"first request of each customer (cold session): {result['first_request_rps']}/s")
     ratios = f"{result['join_over_livez']} / {result['poll_over_livez']}"
     rows = [
         ("livez / join / poll requests/s", counts, ""),

@@ -299,3 +299,45 @@ def test_no_more_admitted_than_there_are_free_seats(
         time.sleep(0.1)
     states = [poll(client, who["token"], event["id"]).get_json()["state"] for who in customers]
     assert states == ["admitted"] * 3 + ["waiting"] * 2
+
+
+def test_admissions_lost_in_a_failover_still_count_against_the_rate(
+    client: FlaskClient, org: dict[str, Any], redis_conn: redis.Redis
+):
+    """A promoted replica that missed the last admissions: the pacer sees the serving counter
+    go back and starts the bucket empty, so the admissions the old primary made (and its
+    customers may have used) plus the new ones stay within the rate in every window."""
+    event = queue_event(client, org, admit_per_minute=600, capacity=100)  # 10 a second
+    for _, token in f.insert_customers(40, prefix="lost-"):
+        assert join(client, token, event["id"]).status_code == 201
+    keys = [waitroom.queue_key(event["id"]), waitroom.admitted_key(event["id"])]
+    keys.append(waitroom.meta_key(event["id"]))
+    length = event["admission_minutes"] * 60
+
+    def moments() -> set[tuple[bytes, float]]:
+        entries = redis_conn.zrange(keys[1], 0, -1, withscores=True)
+        return {(member, score / 1000 - length) for member, score in entries}
+
+    seen: set[tuple[bytes, float]] = set()
+    for _ in range(6):
+        pacer.pace_once()
+        seen |= moments()
+        time.sleep(0.2)
+    replica = {key: redis_conn.dump(key) for key in keys}  # what the replica has
+    for _ in range(4):
+        pacer.pace_once()
+        seen |= moments()
+        time.sleep(0.2)
+    for key, value in replica.items():  # the failover: the replica's state
+        redis_conn.restore(key, 0, value, replace=True)
+    (after,) = pacer.pace_once()
+    assert after.admitted.rolled_back and after.admitted.count == 0
+    for _ in range(6):
+        time.sleep(0.2)
+        pacer.pace_once()
+        seen |= moments()
+    assert len(seen) > len(moments())  # some admissions were lost, and are counted
+    ordered = sorted(moment for _, moment in seen)
+    for i in range(len(ordered)):
+        for j in range(i, len(ordered)):
+            assert j - i + 1 <= 10 * (ordered[j] - ordered[i]) + 10 + 1e-6, (i, j)
