@@ -26,6 +26,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -494,6 +495,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--max-seconds", type=float, default=240)
     args = parser.parse_args()
+    # A terminated run still stops its instances (the finally in run()).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     result = asyncio.run(run(args))
     print(JSON_MARKER + json.dumps(result))
     counts = f"{result['livez_rps']} / {result['join_rps']} / {result['poll_rps']}"

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis
+from flask import Flask
 from flask.testing import FlaskClient
 
 from booking_service.locking import LockStats
@@ -341,3 +342,21 @@ def test_admissions_lost_in_a_failover_still_count_against_the_rate(
     for i in range(len(ordered)):
         for j in range(i, len(ordered)):
             assert j - i + 1 <= 10 * (ordered[j] - ordered[i]) + 10 + 1e-6, (i, j)
+
+
+def test_join_and_poll_are_rate_limited(
+    app: Flask,
+    client: FlaskClient,
+    org: dict[str, Any],
+    cust: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setitem(app.config, "RATE_LIMIT_QUEUE_POLL", "2/minute")
+    monkeypatch.setitem(app.config, "RATE_LIMIT_QUEUE_JOIN", "1/minute")
+    event = queue_event(client, org)
+    assert join(client, cust["token"], event["id"]).status_code == 201
+    f.assert_problem(join(client, cust["token"], event["id"]), 429, "rate_limited")
+    assert poll(client, cust["token"], event["id"]).status_code == 200
+    assert poll(client, cust["token"], event["id"]).status_code == 200
+    limited = f.assert_problem(poll(client, cust["token"], event["id"]), 429, "rate_limited")
+    assert limited["status"] == 429
