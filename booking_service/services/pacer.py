@@ -18,7 +18,7 @@ Per event with its waiting room on and bookings still open:
   what the live lock view shows). By Little's law the mean lock wait is the requests queued
   at the lock over the rate it serves them; above WAITING_ROOM_TARGET_LOCK_WAIT_MS (or with
   any lock timeout) the rate drops in proportion, well below it (and with people waiting) it
-  grows by a tenth per round. So it settles where the event serves its admitted customers
+  grows by 5% per round. So it settles where the event serves its admitted customers
   with lock waits about the target.
 """
 
@@ -71,7 +71,7 @@ EVENTS_PER_ROUND = 100
 MIN_RATE = 0.5
 # Per round: growth while lock waits stay under half the target, and at most one cut a second
 # (a cut shows in the statistics only once the admitted customers' requests have drained).
-GROWTH = 1.1
+GROWTH = 1.05
 CUT_EVERY_SECONDS = 1.0
 # Admissions this recent count as customers about to take a seat (services/waitroom.py,
 # ADMIT_SCRIPT): a customer in a rush holds within seconds of being admitted.
@@ -102,6 +102,14 @@ class Controller:
         # Little's law; nothing served with requests queued counts as far over the target.
         idle_wait = 4 * self.target_wait if queued else 0.0
         wait = queued / self.served if self.served > 0 else idle_wait
+        # The waiters count is a gauge that a waiter killed mid-wait never takes back: on a
+        # quiet lock one stale waiter would read as a long wait. The lock's busy share bounds
+        # what a queue can be (M/M/1: busy / (1 - busy) holds), so the lower estimate counts.
+        holds = stats.acquired - last.acquired
+        if holds > 0:
+            busy = min(0.99, (stats.hold_us - last.hold_us) / 1_000_000 / elapsed)
+            hold = (stats.hold_us - last.hold_us) / 1_000_000 / holds
+            wait = min(wait, busy / (1 - busy) * hold)
         self.wait = (self.wait + wait) / 2
         timeouts = stats.timeouts - last.timeouts
         if timeouts > 0 or self.wait > self.target_wait:

@@ -17,8 +17,9 @@ from booking_service.models import Event, Role, User
 from booking_service.services import prechecks, waitroom
 from booking_service.services.snapshots import event_snapshots
 
-# Retry-After bounds for a poll: never sooner than a second, never later than this.
-MAX_POLL_SECONDS = 30
+# Retry-After bounds for a poll: never sooner than a second, never later than this (polls
+# are the hottest request of a rush: far back in the queue, once a minute is plenty).
+MAX_POLL_SECONDS = 60
 # Polls are spread over +-20% of the suggested wait, so that a crowd that joined together
 # does not poll in step.
 POLL_JITTER = 0.2

@@ -257,9 +257,19 @@ def test_the_controller_cuts_on_long_waits_and_grows_on_short_ones():
     controller.update(LockStats(requests=100, waiters=1), 1.0, waiting=True)
     assert controller.rate > 10.0
     grown = controller.rate
-    # 100 a second with 50 queued: 500 ms, ten times the target: cut (at most by half).
-    controller.update(LockStats(requests=200, waiters=50), 2.0, waiting=True)
-    assert controller.rate == grown / 2
+    # 100 a second with 50 queued on a lock busy 95% of the time (9.5 ms holds): 500 ms by
+    # Little's law, 180 ms as the busy share bounds it; far over: cut about in half.
+    busy = LockStats(requests=200, waiters=50, acquired=100, hold_us=950_000)
+    controller.update(busy, 2.0, waiting=True)
+    cut = controller.rate
+    assert grown / 2 <= cut < grown * 0.6
+    # A stale waiter on a quiet lock (1% busy) is no long wait: once the smoothed estimate
+    # has come down, it grows again.
+    for second in (3, 4):
+        quiet = LockStats(requests=200 + 10 * second, waiters=1, acquired=100 + 10 * second,
+                          hold_us=950_000 + 10_000 * second)  # fmt: skip
+        controller.update(quiet, float(second), waiting=True)
+    assert controller.rate > cut
     # Nobody waiting in the queue: no growth however idle the lock.
     idle = Controller(rate=10.0, target_wait=0.05, max_rate=100.0)
     idle.update(LockStats(requests=0), 0.0, waiting=False)
