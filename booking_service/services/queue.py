@@ -18,8 +18,10 @@ from booking_service.services import prechecks, waitroom
 from booking_service.services.snapshots import event_snapshots
 
 # Retry-After bounds for a poll: never sooner than a second, never later than this (polls
-# are the hottest request of a rush: far back in the queue, once a minute is plenty).
-MAX_POLL_SECONDS = 60
+# are the hottest request of a rush: far back in the queue, every two minutes is plenty).
+MAX_POLL_SECONDS = 120
+# A waiting entry polls again after this share of its ETA (the ETA shrinks as it polls).
+POLL_SHARE_OF_ETA = 1 / 3
 # Polls are spread over +-20% of the suggested wait, so that a crowd that joined together
 # does not poll in step.
 POLL_JITTER = 0.2
@@ -59,7 +61,7 @@ def _entry(event: Event, seen: waitroom.Seen, state: str) -> QueueEntry:
     elif state == "waiting" and position is not None and rate:
         eta = until_sale + position / rate
     if state == "waiting":
-        suggested = eta / 4 if eta is not None else (until_sale / 2 or 5)
+        suggested = eta * POLL_SHARE_OF_ETA if eta is not None else (until_sale / 2 or 5)
     elif state == "admitted" and seen.admitted_until is not None:
         suggested = (seen.admitted_until - seen.now).total_seconds()
     else:
