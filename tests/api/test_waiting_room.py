@@ -1,8 +1,7 @@
 """The waiting room through the API: settings, join, poll, leave, the gate, pacing, sold out.
 
-Real PostgreSQL and Redis. The in-process app runs no pacer thread: each test drives the
-pacer's round (``pacer.pace_once``) itself, and moves time by rewriting Redis state where an
-admission must lapse.
+Real PostgreSQL and Redis. The in-process app runs no pacer thread: each test runs the
+pacer's rounds itself, and moves time by rewriting Redis state where an admission must lapse.
 """
 
 from __future__ import annotations
