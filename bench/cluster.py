@@ -1,17 +1,18 @@
-"""Gunicorn instances of the service (two unless asked), as users run them, sharing PostgreSQL
-and Redis."""
+"""The benchmark's gunicorn instances (two unless asked) sharing PostgreSQL and Redis, their
+metrics and CPU, and the PgBouncer the scale-out measurements put in front of PostgreSQL."""
 
 from __future__ import annotations
 
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import requests
+from sqlalchemy.engine import URL
 
-from tests.support.servers import AppInstance
+from harness.instances import AppInstance, start_all, stop_all
+from harness.pgbouncer import PgBouncer
 
 # Families read from /metrics before and after a scenario; the difference is what it did.
 METRIC_FAMILIES = (
@@ -43,7 +44,7 @@ def connections_per_worker(clients: int, workers: int) -> int:
 
 
 class Cluster:
-    """Instances on free loopback ports; restartable with another lock strategy."""
+    """Instances on free loopback ports, started and stopped together."""
 
     def __init__(
         self,
@@ -66,19 +67,16 @@ class Cluster:
         self.name = name
         self.start_timeout = start_timeout
         self.instances: list[AppInstance] = []
-        self.strategy: str | None = None
 
     @property
     def ports(self) -> list[int]:
         return [instance.port for instance in self.instances]
 
-    def start(self, strategy: str) -> None:
+    def start(self) -> None:
         self.stop()
-        self.strategy = strategy
-        env = {**self.env, "LOCK_STRATEGY": strategy}
         self.instances = [
             AppInstance(
-                env,
+                self.env,
                 workers=self.workers,
                 threads=self.threads,
                 name=f"{self.name}-{n}",
@@ -86,17 +84,11 @@ class Cluster:
             )
             for n in range(self.count)
         ]
-        # All at once: each takes about a second to import the app and bind.
-        with ThreadPoolExecutor(max_workers=self.count) as pool:
-            list(pool.map(lambda instance: instance.start(), self.instances))
+        start_all(self.instances)
 
     def stop(self) -> None:
-        # In parallel: each graceful shutdown takes about a second.
-        if self.instances:
-            with ThreadPoolExecutor(max_workers=len(self.instances)) as pool:
-                list(pool.map(lambda instance: instance.stop(), self.instances))
+        stop_all(self.instances)
         self.instances = []
-        self.strategy = None
 
     def worker_pids(self) -> list[int]:
         return [pid for instance in self.instances for pid in instance.worker_pids()]
@@ -138,6 +130,20 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def deployed_pgbouncer(url: URL, user: str, server_pool: int) -> PgBouncer:
+    """A PgBouncer in front of ``url``'s server set up as deploy/k8s/base/pgbouncer.ini:
+    transaction pooling, one pool of ``server_pool`` server connections (20 there), the same
+    cap for the database, clients waiting at most 5 s."""
+    return PgBouncer(
+        default_pool_size=server_pool,
+        max_db_connections=server_pool,
+        server_host=url.host or "127.0.0.1",
+        server_port=url.port or 5432,
+        roles=(user,),
+        settings={"query_wait_timeout": 5},
+    )
 
 
 def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:

@@ -6,18 +6,20 @@ would take longer than the benchmark and measure the password hash, not the book
 
 from __future__ import annotations
 
-import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import redis
 from sqlalchemy import Engine, create_engine, text
 
-from booking_service import migrate
 from booking_service.services.invariants import COUNT_DRIFT_SQL, DUPLICATE_ACTIVE_SQL
 from booking_service.services.sessions import hash_token
+from harness.database import recreate_schema
+from harness.sampling import PeriodicSampler
 
 ORGANIZER_ID = 1
 # Customer number k (1-based) has user id CUSTOMER_ID_OFFSET + k and token token_for(k).
@@ -42,12 +44,8 @@ def connect(url: str) -> Engine:
 
 def recreate(url: str) -> Engine:
     """Create the database if needed and give it an empty schema at the latest migration."""
-    migrate.ensure_database(url)
-    engine = connect(url)
-    with engine.begin() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    migrate.upgrade(url)
-    return engine
+    recreate_schema(url)
+    return connect(url)
 
 
 def seed_accounts(engine: Engine, customers: int) -> None:
@@ -327,61 +325,57 @@ def check_invariants(engine: Engine) -> list[str]:
     return problems
 
 
+# The service's sessions on this database: open, busy (checked out: active or idle in
+# transaction) and waiting on a row lock; and every client session on the whole server.
 ACTIVITY_SQL = text(
     """
-    SELECT count(*),
-           count(*) FILTER (WHERE state <> 'idle'),
-           count(*) FILTER (WHERE wait_event_type = 'Lock')
-      FROM pg_stat_activity
-     WHERE datname = current_database() AND application_name = 'booking-service'
+    SELECT count(*) FILTER (WHERE service),
+           count(*) FILTER (WHERE service AND state <> 'idle'),
+           count(*) FILTER (WHERE service AND wait_event_type = 'Lock'),
+           count(*) FILTER (WHERE backend_type = 'client backend')
+      FROM (SELECT *, datname = current_database()
+                      AND application_name = 'booking-service' AS service
+              FROM pg_stat_activity) activity
     """
 )
+NAMES = ("db_connections", "db_busy", "db_lock_waiting", "server_sessions", "redis_blocked")
 
 
-@dataclass
-class ActivitySampler:
+class ActivitySampler(PeriodicSampler):
     """Samples, every ``interval`` seconds while running, where requests wait.
 
-    PostgreSQL: the service's connections that are open, busy (checked out: active or idle in
-    transaction) and waiting on a row lock. Redis: clients blocked in BLPOP, i.e. requests
+    PostgreSQL: the service's connections that are open, busy and waiting on a row lock, and
+    the client sessions of the whole server. Redis: clients blocked in BLPOP, i.e. requests
     queued for an event lock without holding any database connection.
     """
 
-    engine: Engine
-    redis_url: str
-    interval: float = 0.1
-    samples: list[tuple[int, int, int, int]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    def __init__(self, engine: Engine, redis_url: str, interval: float = 0.1) -> None:
+        super().__init__(interval)
+        self.engine = engine
+        self.redis_url = redis_url
+        self.samples: list[tuple[int, ...]] = []
 
-    def __enter__(self) -> ActivitySampler:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _run(self) -> None:
+    @contextmanager
+    def connected(self) -> Iterator[Callable[[], None]]:
         client = redis.Redis.from_url(self.redis_url, socket_timeout=1)
         with self.engine.connect() as connection:
-            while not self._stop.wait(self.interval):
-                try:
-                    total, busy, lock_wait = connection.execute(ACTIVITY_SQL).one()
-                    connection.rollback()  # fresh snapshot of pg_stat_activity next time
-                    blocked = int(client.info("clients").get("blocked_clients", 0))
-                except Exception:  # sampling must never fail the measurement
-                    continue
-                self.samples.append((int(total), int(busy), int(lock_wait), blocked))
+
+            def take() -> None:
+                database = connection.execute(ACTIVITY_SQL).one()
+                connection.rollback()  # fresh snapshot of pg_stat_activity next time
+                blocked = client.info("clients").get("blocked_clients", 0)
+                self.samples.append((*(int(n) for n in database), int(blocked)))
+
+            yield take
+
+    def peak(self, name: str) -> int:
+        return max((sample[NAMES.index(name)] for sample in self.samples), default=0)
 
     def summary(self) -> dict[str, Any]:
         if not self.samples:
             return {}
-        names = ("db_connections", "db_busy", "db_lock_waiting", "redis_blocked")
         out: dict[str, Any] = {"samples": len(self.samples)}
-        for index, name in enumerate(names):
+        for index, name in enumerate(NAMES):
             values = [sample[index] for sample in self.samples]
             out[f"{name}_mean"] = round(sum(values) / len(values), 2)
             out[f"{name}_max"] = max(values)

@@ -1,8 +1,6 @@
 """What observability costs: booking throughput with METRICS_ENABLED=true against =false.
 
-    .venv/bin/python -m bench.metrics_overhead [--rounds 4] [--duration 8] [--connections 32]
-
-Two gunicorn instances run side by side on one bench database and one private Redis, one
+Two gunicorn instances run side by side on the bench database and the bench Redis, one
 with metrics on and one with them off; wrk drives one at a time in interleaved rounds
 (on, off, off, on, on, off, ...) so that drift (table growth, a busy neighbour) falls on both
 sides alike. Two loads, each with every request a new customer (bench/lua):
@@ -14,29 +12,25 @@ Prints bookings/s (201s only) per round, then per load the ratio on/off of the t
 verdict) and the median ratio of back-to-back round pairs (a check on noise). The goal is
 on/off >= 0.95; exit status 1 if a load misses it. Not part of the test suite.
 
-Settings: BENCH_METRICS_DATABASE_URL (default: the local booking_bench_metrics database,
-recreated on every run). Needs wrk (Debian package ``wrk``).
+Recreates the bench database (BENCH_DATABASE_URL) and flushes the bench Redis
+(BENCH_REDIS_URL). Needs wrk (Debian package ``wrk``).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+import redis
 
 from bench import db
 from bench.cluster import connections_per_worker
 from bench.load import LoadResult, require_tool, run_wrk
-from tests.support.servers import AppInstance, RedisServer
+from bench.settings import BENCH_DATABASE_URL, BENCH_REDIS_URL, log
+from harness.instances import AppInstance, start_all, stop_all
 
-DATABASE_URL = os.environ.get(
-    "BENCH_METRICS_DATABASE_URL",
-    "postgresql+psycopg2://postgres@127.0.0.1:5432/booking_bench_metrics",
-)
 GOAL = 0.95
 SPREAD_EVENTS = 100
 EVENT_CAPACITY = 1_000_000  # never sells out during a run
@@ -60,8 +54,7 @@ class Side:
         return sum(result.count(201) for result in results) / seconds if seconds else 0.0
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=4, help="rounds per side and load")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per round")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
@@ -76,7 +69,6 @@ def parse_args() -> argparse.Namespace:
         default=15_000,
         help="fresh customers per round (more than one round can book)",
     )
-    return parser.parse_args()
 
 
 def interleaved(rounds: int) -> list[str]:
@@ -87,18 +79,17 @@ def interleaved(rounds: int) -> list[str]:
     return order
 
 
-def main() -> int:
-    args = parse_args()
-    require_tool("wrk")
+def main(args: argparse.Namespace) -> int:
     loads = [load.strip() for load in args.loads.split(",") if load.strip()]
     unknown = set(loads) - {"spread", "hot"}
-    if unknown:
-        sys.exit(f"unknown loads: {', '.join(sorted(unknown))}")
+    if unknown or not loads:
+        args.parser.error(f"unknown loads: {', '.join(sorted(unknown)) or '(none)'}")
+    require_tool("wrk")
     slots = len(loads) * args.rounds * 2 + 2  # every round plus the two warm-ups
     customers = slots * args.customers_per_round
 
-    print(f"==> bench database {DATABASE_URL}: {customers:,} customers, events", flush=True)
-    engine = db.recreate(DATABASE_URL)
+    log(f"database {BENCH_DATABASE_URL}: recreating, seeding {customers:,} customers, events")
+    engine = db.recreate(BENCH_DATABASE_URL)
     db.seed_accounts(engine, customers)
     spread_events = db.create_events(
         engine, count=SPREAD_EVENTS, capacity=EVENT_CAPACITY, title="overhead spread"
@@ -129,60 +120,54 @@ def main() -> int:
             raise RuntimeError(f"{side.name}/{load}: no booking succeeded: {result.statuses}")
         return result
 
-    with RedisServer() as redis_server:
-        env = {
-            "DATABASE_URL": DATABASE_URL,
-            "REDIS_URL": redis_server.url,
-            "LOG_LEVEL": "WARNING",
-            # Otherwise one worker may accept every wrk connection in one round and not in the
-            # next: a two-level throughput that swamps the few per cent being measured.
-            "GUNICORN_WORKER_CONNECTIONS": str(
-                connections_per_worker(args.connections, args.workers)
+    redis.Redis.from_url(BENCH_REDIS_URL).flushdb()
+    env = {
+        "DATABASE_URL": BENCH_DATABASE_URL,
+        "REDIS_URL": BENCH_REDIS_URL,
+        "LOG_LEVEL": "WARNING",
+        # Otherwise one worker may accept every wrk connection in one round and not in the
+        # next: a two-level throughput that swamps the few per cent being measured.
+        "GUNICORN_WORKER_CONNECTIONS": str(connections_per_worker(args.connections, args.workers)),
+    }
+    sides = {
+        state: Side(
+            state,
+            AppInstance(
+                {**env, "METRICS_ENABLED": "true" if state == "on" else "false"},
+                workers=args.workers,
+                threads=args.threads,
+                name=f"overhead-{state}",
             ),
-        }
-        sides = {
-            state: Side(
-                state,
-                AppInstance(
-                    {**env, "METRICS_ENABLED": "true" if state == "on" else "false"},
-                    workers=args.workers,
-                    threads=args.threads,
-                    name=f"overhead-{state}",
-                ),
-            )
-            for state in ("on", "off")
-        }
-        try:
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                list(pool.map(lambda side: side.instance.start(), sides.values()))
-            print("==> warm-up (pools, imports, caches)", flush=True)
-            for side in sides.values():
-                drive(side, "spread", WARMUP_SECONDS)
-            print(
-                f"==> {args.rounds} rounds x {args.duration:g}s per side and load, "
-                f"{args.connections} connections, {args.workers} workers x {args.threads} "
-                "threads",
-                flush=True,
-            )
-            for load in loads:
-                for state in interleaved(args.rounds):
-                    side = sides[state]
-                    result = drive(side, load, args.duration)
-                    side.rounds.setdefault(load, []).append(result)
-                    others = {k: v for k, v in result.statuses.items() if k != "201"}
-                    print(
-                        f"    {load:6} metrics {state:3}: "
-                        f"{result.count(201) / result.duration_s:8.1f} bookings/s  "
-                        f"p99 {result.latency_ms.get('p99', float('nan')):6.1f} ms"
-                        + (f"  other statuses {others}" if others else ""),
-                        flush=True,
-                    )
-                    time.sleep(0.5)
-        finally:
-            for side in sides.values():
-                side.instance.stop()
+        )
+        for state in ("on", "off")
+    }
+    instances = [side.instance for side in sides.values()]
+    try:
+        start_all(instances)
+        log("warm-up (pools, imports, caches)")
+        for side in sides.values():
+            drive(side, "spread", WARMUP_SECONDS)
+        log(
+            f"{args.rounds} rounds x {args.duration:g}s per side and load, "
+            f"{args.connections} connections, {args.workers} workers x {args.threads} threads"
+        )
+        for load in loads:
+            for state in interleaved(args.rounds):
+                side = sides[state]
+                result = drive(side, load, args.duration)
+                side.rounds.setdefault(load, []).append(result)
+                others = {k: v for k, v in result.statuses.items() if k != "201"}
+                log(
+                    f"{load:6} metrics {state:3}: "
+                    f"{result.count(201) / result.duration_s:8.1f} bookings/s  "
+                    f"p99 {result.latency_ms.get('p99', float('nan')):6.1f} ms"
+                    + (f"  other statuses {others}" if others else "")
+                )
+                time.sleep(0.5)
+    finally:
+        stop_all(instances)
 
-    print("\nload    metrics on  metrics off  on/off  (median of per-round pairs)")
+    print("load    metrics on  metrics off  on/off  (median of per-round pairs)")
     missed = []
     for load in loads:
         on = sides["on"].bookings_per_second(load)
@@ -196,7 +181,3 @@ def main() -> int:
         if ratio < GOAL:
             missed.append(load)
     return 1 if missed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

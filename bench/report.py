@@ -33,9 +33,8 @@ def _render(headers: list[str], lines: list[list[str]], right: set[int]) -> str:
 
 
 def ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Baselines first, then scenarios in order, the default strategy before the other."""
-    strategies = {"redis": 0, None: 0, "none": 1}
-    return sorted(rows, key=lambda row: (row["scenario"], strategies.get(row["strategy"], 2)))
+    """Baselines first, then scenarios in order (S6's sides as they ran)."""
+    return sorted(rows, key=lambda row: row["scenario"])
 
 
 def table(result: dict[str, Any]) -> str:
@@ -48,8 +47,6 @@ def table(result: dict[str, Any]) -> str:
             ratio = f"{row['ratio']:.3f}x {row['ratio_to']}"
         if row["scenario"] == "S3" and row["details"].get("vs_S1") is not None:
             ratio += f"; {row['details']['vs_S1']:.3f}x S1"
-        if row["details"].get("vs_S3_none") is not None:
-            ratio += f"; {row['details']['vs_S3_none']:.3f}x S3/none"
         lines.append(
             [
                 row["key"],

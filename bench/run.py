@@ -1,7 +1,4 @@
-"""Run the benchmark: baselines, scenarios S1-S7, invariant checks, table, JSON and chart.
-
-    python -m bench.run [--smoke] [--scenarios S1,S2,...] [--strategies redis,none]
-                        [--out bench/results] [--profile]
+"""The scenario table: baselines, scenarios S1-S7, invariant checks, table, JSON and chart.
 
 Everything is reported as a ratio against baselines measured in the same run on the same
 machine, because absolute numbers on a shared 2-core box say little:
@@ -40,7 +37,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from bench import db, report
-from bench.cluster import INSTANCES, Cluster, metrics_delta
+from bench.cluster import INSTANCES, Cluster, deployed_pgbouncer, metrics_delta
 from bench.load import LoadResult, require_tool, run_pgbench, run_wrk
 from bench.profile import Profiler
 from bench.settings import (
@@ -48,15 +45,16 @@ from bench.settings import (
     BENCH_REDIS_URL,
     DEFAULT_SCENARIOS,
     FULL,
+    RESULTS_DIR,
     SCENARIOS,
     SMOKE,
-    STRATEGIES,
     TARGETS,
     Sizes,
+    log,
 )
-from tests.support.pgbouncer import PgBouncer, PoolSampler
+from harness.pgbouncer import PgBouncer, PoolSampler
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # the repository: its commit goes in the JSON
 # Room for every S1/S3/S4/S5 booking of a run: an event that sells out mid-measurement
 # would turn a throughput number into a rejection number.
 ROOMY = 10_000_000
@@ -64,11 +62,10 @@ ROOMY = 10_000_000
 
 @dataclass
 class Row:
-    """One line of the results table: a baseline or a scenario under one lock strategy."""
+    """One line of the results table: a baseline or a scenario (S6 has two sides)."""
 
-    key: str  # e.g. "S1/redis"
+    key: str  # e.g. "S1", "B1/pgbench", "S6/direct"
     scenario: str  # B1, B2, S1..S7
-    strategy: str | None
     title: str
     metric: str  # what ``value`` counts
     value: float | None = None
@@ -80,10 +77,6 @@ class Row:
     violations: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     failed: str | None = None  # the scenario itself crashed
-
-
-def log(message: str) -> None:
-    print(f"==> {message}", file=sys.stderr, flush=True)
 
 
 def unexpected(result: LoadResult, *expected: str) -> dict[str, int]:
@@ -105,7 +98,7 @@ class Bench:
             clients=sizes.clients,
         )
         self.rows: list[Row] = []
-        self.sold_out_event: int | None = None  # S1's event under the primary strategy
+        self.sold_out_event: int | None = None  # S1's event, for S2's storm
         self.profile: dict[str, Any] | None = None
 
     # --- plumbing ------------------------------------------------------------------------
@@ -174,10 +167,10 @@ class Bench:
             env={"first_event": event, "events": 1, **self.customers()},
         )
 
-    def start_cluster(self, strategy: str) -> None:
-        log(f"starting 2 gunicorn instances, LOCK_STRATEGY={strategy}")
+    def start_cluster(self) -> None:
+        log(f"starting {INSTANCES} gunicorn instances")
         redis.Redis.from_url(BENCH_REDIS_URL).flushdb()
-        self.cluster.start(strategy)
+        self.cluster.start()
         self.warm_up()
 
     # --- baselines -----------------------------------------------------------------------
@@ -210,13 +203,13 @@ class Bench:
 
     # --- scenarios -----------------------------------------------------------------------
 
-    def s1_sellout(self, row: Row, strategy: str, primary: bool) -> None:
+    def s1_sellout(self, row: Row) -> None:
         capacity = self.sizes.sellout_capacity
-        [event] = db.create_events(self.engine, count=1, capacity=capacity, title=f"S1 {strategy}")
+        [event] = db.create_events(self.engine, count=1, capacity=capacity, title="S1")
         before = self.cluster.metrics()
         since = db.clock(self.engine)
         profilers: list[Profiler] = []
-        if primary and self.args.profile:
+        if self.args.profile:
             out = self.args.out / f"py-spy-S1-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
             pids = self.cluster.worker_pids()
             profilers = [
@@ -252,8 +245,7 @@ class Bench:
             raise RuntimeError(f"not sold out within {self.sizes.sellout_timeout:g}s: {counts}")
         if result.count(201) > capacity:
             row.violations.append(f"{result.count(201)} bookings answered 201, capacity {capacity}")
-        if primary:
-            self.sold_out_event = event
+        self.sold_out_event = event
 
     def s2_storm(self, row: Row) -> None:
         event = self.sold_out_event
@@ -279,12 +271,12 @@ class Bench:
         if after != before or result.count(201):
             row.violations.append(f"sold-out event changed: {before} -> {after}")
 
-    def s3_spread(self, row: Row, strategy: str) -> None:
+    def s3_spread(self, row: Row) -> None:
         events = db.create_events(
             self.engine,
             count=self.sizes.spread_events,
             capacity=self.sizes.spread_capacity,
-            title=f"S3 {strategy}",
+            title="S3",
         )
         before = self.cluster.metrics()
         since = db.clock(self.engine)
@@ -430,7 +422,7 @@ class Bench:
         step = math.lcm(INSTANCES, self.sizes.scaleout_instances)
         return max(step, self.sizes.clients - self.sizes.clients % step)
 
-    def s6_scale_out(self, strategy: str) -> None:
+    def s6_scale_out(self) -> None:
         """S6: S1's sell-out through 2 instances straight to PostgreSQL, then through 12
         instances sharing one PgBouncer; both sides with the same clients, one after the other.
         """
@@ -447,32 +439,22 @@ class Bench:
             )
 
         self.measure(
-            Row("S6/direct", "S6", strategy,
+            Row("S6/direct", "S6",
                 f"hot sell-out, {INSTANCES} instances straight to PostgreSQL", "bookings/s"),
-            lambda row: self.s6_side(row, direct, [sizes.workers], strategy, clients),
+            lambda row: self.s6_side(row, direct, [sizes.workers], clients),
         )  # fmt: skip
         self.measure(
-            Row("S6/pgbouncer", "S6", strategy,
+            Row("S6/pgbouncer", "S6",
                 f"hot sell-out, {sizes.scaleout_instances} instances via one PgBouncer",
                 "bookings/s"),
-            lambda row: self.s6_via_pgbouncer(row, strategy, clients),
+            lambda row: self.s6_via_pgbouncer(row, clients),
         )  # fmt: skip
 
-    def s6_via_pgbouncer(self, row: Row, strategy: str, clients: int) -> None:
+    def s6_via_pgbouncer(self, row: Row, clients: int) -> None:
         sizes = self.sizes
         url = make_url(BENCH_DATABASE_URL)
         database, user = url.database or "postgres", url.username or "postgres"
-        # As deploy/k8s/base/pgbouncer.ini: transaction pooling, one pool of server
-        # connections (20 there and here), the same cap for the database, clients waiting at
-        # most 5 s.
-        with PgBouncer(
-            default_pool_size=sizes.scaleout_server_pool,
-            max_db_connections=sizes.scaleout_server_pool,
-            server_host=url.host or "127.0.0.1",
-            server_port=url.port or 5432,
-            roles=(user,),
-            settings={"query_wait_timeout": 5},
-        ) as pgbouncer:
+        with deployed_pgbouncer(url, user, sizes.scaleout_server_pool) as pgbouncer:
 
             def pooled(workers: int) -> Cluster:
                 return Cluster(
@@ -487,11 +469,9 @@ class Bench:
 
             # README defaults first; fewer workers only if those do not boot in time.
             workers = list(dict.fromkeys([sizes.scaleout_workers, sizes.scaleout_fallback_workers]))
-            self.s6_side(row, pooled, workers, strategy, clients, (pgbouncer, database, user))
+            self.s6_side(row, pooled, workers, clients, (pgbouncer, database, user))
 
-    def s6_boot(
-        self, row: Row, build: Callable[[int], Cluster], workers: list[int], strategy: str
-    ) -> Cluster:
+    def s6_boot(self, row: Row, build: Callable[[int], Cluster], workers: list[int]) -> Cluster:
         """Start the instances with the first worker count that boots in time."""
         for attempt, count in enumerate(workers):
             cluster = build(count)
@@ -501,7 +481,7 @@ class Bench:
             )
             booted = time.monotonic()
             try:
-                cluster.start(strategy)
+                cluster.start()
             except TimeoutError:
                 cluster.stop()
                 if attempt + 1 == len(workers):
@@ -522,14 +502,13 @@ class Bench:
         row: Row,
         build: Callable[[int], Cluster],
         workers: list[int],
-        strategy: str,
         clients: int,
         pooler: tuple[PgBouncer, str, str] | None = None,
     ) -> None:
         sizes = self.sizes
         capacity = sizes.sellout_capacity
         redis.Redis.from_url(BENCH_REDIS_URL).flushdb()
-        cluster = self.s6_boot(row, build, workers, strategy)
+        cluster = self.s6_boot(row, build, workers)
         row.title += f", {cluster.workers}x{cluster.threads} each"
         try:
             self.warm_up(cluster, clients)
@@ -610,67 +589,40 @@ class Bench:
 
     # --- the run -------------------------------------------------------------------------
 
-    def run(self, scenarios: list[str], strategies: list[str]) -> None:
-        primary = "redis" if "redis" in strategies else strategies[0]
+    def run(self, scenarios: list[str]) -> None:
         # S6 brings its own instances and compares them with each other: no baseline needed.
         if [s for s in scenarios if s != "S6"]:
-            self.run_two_instances(scenarios, strategies, primary)
+            self.run_two_instances(scenarios)
         if "S6" in scenarios:
-            self.s6_scale_out(primary)
+            self.s6_scale_out()
         self.compute_ratios()
 
-    def run_two_instances(self, scenarios: list[str], strategies: list[str], primary: str) -> None:
-        """The baselines and S1-S5 and S7 on the two instances, once per lock strategy."""
-        # The secondary strategy first, so the primary one ends the run with S5's big table.
-        order = [s for s in strategies if s != primary] + [primary]
+    def run_two_instances(self, scenarios: list[str]) -> None:
+        """The baselines and S1-S5 and S7 on the two instances."""
         self.measure(
-            Row("B1/pgbench", "B1", None, "pgbench ceiling (the ledger's statement, hot event)",
+            Row("B1/pgbench", "B1", "pgbench ceiling (the ledger's statement, hot event)",
                 "bookings/s"),
             self.pgbench_ceiling,
         )  # fmt: skip
-        for strategy in order:
-            is_primary = strategy == primary
-            self.start_cluster(strategy)
-            try:
-                if is_primary:
-                    self.measure(
-                        Row("B2/livez", "B2", None, "livez ceiling (GET /livez)", "requests/s"),
-                        self.livez_ceiling,
-                    )
-                if "S1" in scenarios:
-                    self.measure(
-                        Row(f"S1/{strategy}", "S1", strategy, "hot sell-out", "bookings/s"),
-                        lambda row, s=strategy, p=is_primary: self.s1_sellout(row, s, p),
-                    )
-                if "S2" in scenarios and is_primary:
-                    self.measure(
-                        Row(f"S2/{strategy}", "S2", strategy, "sold-out storm", "rejections/s"),
-                        self.s2_storm,
-                    )
-                if "S3" in scenarios:
-                    self.measure(
-                        Row(f"S3/{strategy}", "S3", strategy, "many events", "bookings/s"),
-                        lambda row, s=strategy: self.s3_spread(row, s),
-                    )
-                if "S7" in scenarios and is_primary:
-                    self.measure(
-                        Row(f"S7/{strategy}", "S7", strategy, "hold → confirm, hot event",
-                            "confirmed/s"),
-                        self.s7_hold_confirm,
-                    )  # fmt: skip
-                if "S4" in scenarios and is_primary:
-                    self.measure(
-                        Row(f"S4/{strategy}", "S4", strategy, "mixed 90% reads", "requests/s"),
-                        self.s4_mixed,
-                    )
-                if "S5" in scenarios and is_primary:
-                    self.measure(
-                        Row(f"S5/{strategy}", "S5", strategy,
-                            f"growth 0 → {self.sizes.growth_rows:,} rows", "cost ratio"),
-                        self.s5_growth,
-                    )  # fmt: skip
-            finally:
-                self.cluster.stop()
+        sizes = self.sizes
+        # In this order; S5 last: it leaves the big table behind.
+        steps = [
+            (Row("B2/livez", "B2", "livez ceiling (GET /livez)", "requests/s"), self.livez_ceiling),
+            (Row("S1", "S1", "hot sell-out", "bookings/s"), self.s1_sellout),
+            (Row("S2", "S2", "sold-out storm", "rejections/s"), self.s2_storm),
+            (Row("S3", "S3", "many events", "bookings/s"), self.s3_spread),
+            (Row("S7", "S7", "hold → confirm, hot event", "confirmed/s"), self.s7_hold_confirm),
+            (Row("S4", "S4", "mixed 90% reads", "requests/s"), self.s4_mixed),
+            (Row("S5", "S5", f"growth 0 → {sizes.growth_rows:,} rows", "cost ratio"),
+             self.s5_growth),
+        ]  # fmt: skip
+        self.start_cluster()
+        try:
+            for row, body in steps:
+                if row.scenario == "B2" or row.scenario in scenarios:
+                    self.measure(row, body)
+        finally:
+            self.cluster.stop()
 
     def compute_ratios(self) -> None:
         by_key = {row.key: row for row in self.rows}
@@ -681,15 +633,11 @@ class Bench:
                 row.ratio, row.ratio_to = _ratio(row.value, pg.value), "pgbench"
             if row.scenario in ("S2", "S4") and livez:
                 row.ratio, row.ratio_to = _ratio(row.value, livez.value), "livez"
+            s1 = by_key.get("S1")
             if row.scenario == "S7":
-                s1 = by_key.get(f"S1/{row.strategy}")
                 row.ratio, row.ratio_to = _ratio(row.value, s1.value if s1 else None), "S1"
             if row.scenario == "S3":
-                s1 = by_key.get(f"S1/{row.strategy}")
                 row.details["vs_S1"] = _ratio(row.value, s1.value if s1 else None)
-        s3_redis, s3_none = by_key.get("S3/redis"), by_key.get("S3/none")
-        if s3_redis and s3_none:
-            s3_redis.details["vs_S3_none"] = _ratio(s3_redis.value, s3_none.value)
         direct, pooled = by_key.get("S6/direct"), by_key.get("S6/pgbouncer")
         if direct and pooled:
             pooled.ratio, pooled.ratio_to = _ratio(pooled.value, direct.value), "S6/direct"
@@ -706,21 +654,14 @@ def _fmt(value: float | None) -> str:
 
 
 def targets(rows: list[Row]) -> list[dict[str, Any]]:
-    """The issue's targets, evaluated against the primary strategy's rows."""
+    """The issue's targets, evaluated against the run's rows."""
     by_key = {row.key: row for row in rows}
-    primary = next((row.strategy for row in rows if row.key.startswith("S5/")), "redis")
-
-    def get(key: str) -> Row | None:
-        return by_key.get(f"{key}/{primary}") or by_key.get(f"{key}/redis")
-
-    s1, s2, s5, s7 = get("S1"), get("S2"), get("S5"), get("S7")
+    s1, s2, s5, s7 = (by_key.get(key) for key in ("S1", "S2", "S5", "S7"))
     s6 = by_key.get("S6/pgbouncer")
-    s3_redis = by_key.get("S3/redis")
     values = {
         "S1_vs_pgbench": s1.ratio if s1 else None,
         "S1_p99_ms": s1.p99_ms if s1 else None,
         "S2_vs_livez": s2.ratio if s2 else None,
-        "S3_redis_vs_none": s3_redis.details.get("vs_S3_none") if s3_redis else None,
         "S5_growth": s5.value if s5 else None,
         "S6_pgbouncer_vs_direct": s6.ratio if s6 else None,
         "S7_vs_S1": s7.ratio if s7 else None,
@@ -765,19 +706,13 @@ def machine() -> dict[str, Any]:
     }
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness")
     parser.add_argument(
         "--scenarios",
         default=",".join(DEFAULT_SCENARIOS),
         help="comma-separated subset of S1..S7 (default all but S6, which starts 14 instances "
         "and a PgBouncer)",
-    )
-    parser.add_argument(
-        "--strategies",
-        default=",".join(STRATEGIES),
-        help="lock strategies to compare in S1 and S3 (redis runs S2, S4, S5 too)",
     )
     parser.add_argument(
         "--s6-instances",
@@ -789,14 +724,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         help="S6: gunicorn workers per instance behind PgBouncer (default: the run's size)",
     )
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results"), type=Path)
     parser.add_argument(
-        "--profile", action="store_true", help="py-spy one worker during S1 (pip install py-spy)"
+        "--out",
+        default=RESULTS_DIR,
+        type=Path,
+        help="directory for the JSON document and the chart (default: bench/results)",
     )
-    args = parser.parse_args(argv)
-    args.scenarios = _subset(parser, args.scenarios, SCENARIOS, "scenario")
-    args.strategies = _subset(parser, args.strategies, STRATEGIES, "strategy")
-    return args
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the workers during S1 (pip install py-spy)"
+    )
 
 
 def _subset(
@@ -809,8 +745,8 @@ def _subset(
     return [item for item in allowed if item in chosen]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    args.scenarios = _subset(args.parser, args.scenarios, SCENARIOS, "scenario")
     sizes = SMOKE if args.smoke else FULL
     if args.s6_instances:
         # Booting them all at once on 2 cores takes longer the more there are.
@@ -826,7 +762,7 @@ def main(argv: list[str] | None = None) -> int:
     started_at = datetime.now(UTC)
     wall = time.monotonic()
     mode = "smoke" if args.smoke else "full"
-    log(f"{mode} run: scenarios {args.scenarios}, strategies {args.strategies}")
+    log(f"{mode} run: scenarios {args.scenarios}")
     log(f"database {BENCH_DATABASE_URL}: recreating, seeding {sizes.customers:,} customers")
     engine = db.recreate(BENCH_DATABASE_URL)
     db.seed_accounts(engine, sizes.customers)
@@ -834,7 +770,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bench = Bench(sizes, args)
     try:
-        bench.run(args.scenarios, args.strategies)
+        bench.run(args.scenarios)
     finally:
         bench.cluster.stop()
     rows = bench.rows
@@ -843,7 +779,6 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.monotonic() - wall, 1),
         "mode": "smoke" if args.smoke else "full",
         "scenarios": args.scenarios,
-        "strategies": args.strategies,
         "sizes": sizes.as_dict(),
         "machine": machine(),
         "rows": [asdict(row) for row in rows],
@@ -862,7 +797,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nJSON: {json_path}\nchart: {result['chart'] or 'not drawn (matplotlib missing)'}")
     ok = not result["invariant_violations"] and not result["failed"]
     return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,10 +1,6 @@
 """Scale-out measurement: N instances at the README defaults book hot events all at once,
 straight to PostgreSQL or through one PgBouncer; what do clients get, how many sessions?
 
-    python -m bench.scaleout --instances 12 [--via-pgbouncer] [--seconds 10]
-                             [--connections 16] [--events 4] [--customers 100000]
-                             [--connection-limit N]
-
 The procedure: recreate the bench database (BENCH_DATABASE_URL) and seed customers with
 tokens; flush the bench Redis (BENCH_REDIS_URL); start N gunicorn instances with the README
 defaults (2 workers x 8 threads, a pool of 8 + 2 connections per worker, so up to 20
@@ -36,8 +32,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -49,25 +43,22 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from bench import db
-from bench.cluster import Cluster
+from bench.cluster import Cluster, deployed_pgbouncer
 from bench.load import LoadResult, require_tool, run_wrk
-from bench.settings import BENCH_DATABASE_URL, BENCH_REDIS_URL
-from tests.support.pgbouncer import PgBouncer, PoolSampler, limited_role
+from bench.settings import BENCH_DATABASE_URL, BENCH_REDIS_URL, FULL, log
+from harness.database import limited_role
+from harness.pgbouncer import PgBouncer, PoolSampler
 
 # README defaults: WEB_CONCURRENCY x GUNICORN_THREADS, pool = threads, overflow 2.
 WORKERS = 2
 THREADS = 8
-SERVER_POOL = 20  # PgBouncer's server connections, as deploy/k8s/base/pgbouncer.ini
+SERVER_POOL = FULL.scaleout_server_pool  # as deploy/k8s/base/pgbouncer.ini
 ROOMY = 10_000_000  # no hot event sells out: every answer is about the path, not the seats
 DB_UNAVAILABLE = "503 db_unavailable"
 HEADER = (
     "| instances | bookings created | 503 db_unavailable | other non-2xx "
     "| PostgreSQL sessions peak |\n|---|---|---|---|---|"
 )
-
-
-def log(message: str) -> None:
-    print(f"==> {message}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -114,53 +105,7 @@ class Outcome:
         )
 
 
-class SessionPeaks:
-    """Peaks of PostgreSQL sessions, sampled every ``interval`` seconds in a thread: the
-    service's on the bench database, and every client session on the server."""
-
-    SQL = text(
-        """
-        SELECT count(*) FILTER (WHERE datname = current_database()
-                                  AND application_name = 'booking-service'),
-               count(*) FILTER (WHERE backend_type = 'client backend')
-          FROM pg_stat_activity
-        """
-    )
-
-    def __init__(self, engine: Engine, interval: float = 0.1) -> None:
-        self.engine = engine
-        self.interval = interval
-        self.samples = 0
-        self.service_peak = 0
-        self.server_peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> SessionPeaks:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        with self.engine.connect() as connection:
-            while not self._stop.wait(self.interval):
-                try:
-                    service, everyone = connection.execute(self.SQL).one()
-                    connection.rollback()  # a fresh snapshot of pg_stat_activity next time
-                except Exception:  # sampling must never fail the measurement
-                    continue
-                self.samples += 1
-                self.service_peak = max(self.service_peak, int(service))
-                self.server_peak = max(self.server_peak, int(everyone))
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.scaleout", description=__doc__.split("\n\n")[0]
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instances", type=int, default=12, help="gunicorn instances")
     parser.add_argument(
         "--via-pgbouncer", action="store_true", help="instances connect through one PgBouncer"
@@ -180,12 +125,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="run the instances as a temporary role allowed this many sessions",
     )
-    args = parser.parse_args(argv)
-    if args.instances < 1 or args.connections < 1 or args.events < 1:
-        parser.error("--instances, --connections and --events must be at least 1")
-    if args.customers < args.instances:
-        parser.error("--customers must be at least --instances")
-    return args
 
 
 def measure(args: argparse.Namespace, engine: Engine, database_user: str) -> Outcome:
@@ -199,16 +138,7 @@ def measure(args: argparse.Namespace, engine: Engine, database_user: str) -> Out
             user = stack.enter_context(limited_role(role, args.connection_limit, database))
         pgbouncer: PgBouncer | None = None
         if args.via_pgbouncer:
-            pgbouncer = stack.enter_context(
-                PgBouncer(
-                    default_pool_size=SERVER_POOL,
-                    max_db_connections=SERVER_POOL,
-                    server_host=url.host or "127.0.0.1",
-                    server_port=url.port or 5432,
-                    roles=(user,),
-                    settings={"query_wait_timeout": 5},
-                )
-            )
+            pgbouncer = stack.enter_context(deployed_pgbouncer(url, user, SERVER_POOL))
             database_url = pgbouncer.url(database, user)
         else:
             database_url = url.set(username=user).render_as_string(hide_password=False)
@@ -226,7 +156,7 @@ def measure(args: argparse.Namespace, engine: Engine, database_user: str) -> Out
         stack.callback(cluster.stop)
         log(f"starting {args.instances} instances x {WORKERS} workers x {THREADS} threads")
         started = time.monotonic()
-        cluster.start("redis")
+        cluster.start()
         log(
             f"all {args.instances} instances answer /livez after {time.monotonic() - started:.1f} s"
         )
@@ -254,7 +184,7 @@ def measure(args: argparse.Namespace, engine: Engine, database_user: str) -> Out
         )
         # All at once: a fleet that scales out, or restarts, does not warm up politely.
         with (
-            SessionPeaks(engine) as sessions,
+            db.ActivitySampler(engine, BENCH_REDIS_URL) as sessions,
             pool_sampler or nullcontext(),
             ThreadPoolExecutor(max_workers=args.instances) as pool,
         ):
@@ -262,8 +192,8 @@ def measure(args: argparse.Namespace, engine: Engine, database_user: str) -> Out
         for result in results:
             outcome.add(result)
             outcome.wrapped += result.requests > block
-        outcome.sessions_peak = sessions.service_peak
-        outcome.server_sessions_peak = sessions.server_peak
+        outcome.sessions_peak = sessions.peak("db_connections")
+        outcome.server_sessions_peak = sessions.peak("server_sessions")
         if pool_sampler is not None:
             outcome.pgbouncer_clients_peak = pool_sampler.peak_clients
             outcome.pgbouncer_waiting_peak = pool_sampler.peak_waiting
@@ -311,8 +241,11 @@ def report(outcome: Outcome, max_connections: str) -> None:
     print(outcome.row())
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    if args.instances < 1 or args.connections < 1 or args.events < 1:
+        args.parser.error("--instances, --connections and --events must be at least 1")
+    if args.customers < args.instances:
+        args.parser.error("--customers must be at least --instances")
     require_tool("wrk")
     log(f"database {BENCH_DATABASE_URL}: recreating, seeding {args.customers:,} customers")
     engine = db.recreate(BENCH_DATABASE_URL)
@@ -327,7 +260,3 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         engine.dispose()
     return 1 if outcome.violations else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -55,6 +55,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from flask import Flask
 
     from booking_service import config as config_module
+
+    settings = config_module.from_environment()
+    settings.update(config or {})
+    settings["DATABASE_URL"] = config_module.normalize_database_url(settings["DATABASE_URL"])
+    config_module.validate(settings)
+    # Before prometheus_client is imported: its first metric opens a file in the directory.
+    config_module.ensure_metrics_directory()
+
     from booking_service import metrics
     from booking_service.api import openapi
     from booking_service.database import db
@@ -66,10 +74,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from booking_service.services.snapshots import event_snapshots
     from booking_service.services.sweeper import sweeper
 
-    settings = config_module.from_environment()
-    settings.update(config or {})
-    settings["DATABASE_URL"] = config_module.normalize_database_url(settings["DATABASE_URL"])
-    config_module.validate(settings)
     app = Flask(__name__)
     app.config.update(settings)
     app.config.update(OPENAPI_SETTINGS)

@@ -170,8 +170,6 @@ class Combiner:
         # Applied by its own submitter without ever being queued: nobody else can hold it or
         # ask what became of it, so the caller need not journal it.
         unqueued = [{**intent, UNQUEUED: True}]
-        if self.locks.strategy == "none":
-            return self._apply_alone(job, unqueued)
         holder = self.locks._holder_id()
         started = time.monotonic()
         try:
@@ -301,8 +299,8 @@ class Combiner:
         except Exception as error:
             return error
 
-    def _apply_alone(self, job: _Submit, batch: list[Intent] | None = None) -> Outcome:
-        (outcome,) = job.apply_batch(batch or [job.intent])
+    def _apply_alone(self, job: _Submit) -> Outcome:
+        (outcome,) = job.apply_batch([job.intent])
         return outcome
 
     # --- waiting -----------------------------------------------------------------------------

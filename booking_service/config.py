@@ -10,8 +10,6 @@ import os
 import socket
 from typing import Any
 
-LOCK_STRATEGIES = ("redis", "none")
-
 # The forms a PostgreSQL URL comes in, all meaning the installed driver, psycopg2. SQLAlchemy
 # 2.1 reads a bare postgresql:// as psycopg (3), which is not installed, and postgres:// (as
 # many platforms hand it out) as nothing at all.
@@ -58,16 +56,6 @@ def _bool(name: str, default: bool) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
-
-
-def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    value = raw.strip().lower()
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
-    return value
 
 
 def _str(name: str, default: str | None) -> str | None:
@@ -128,10 +116,6 @@ def from_environment() -> dict[str, Any]:
         "LOCK_WAIT_SECONDS": _float("LOCK_WAIT_SECONDS", 5.0, minimum=0.05),
         # Whole seconds: python-redis-lock passes it to SET ... EX.
         "LOCK_EXPIRE_SECONDS": _int("LOCK_EXPIRE_SECONDS", 10, minimum=1),
-        # redis: per-event Redis lock (docs/architecture.md, "Correctness model"). none: the database
-        # constraints alone arbitrate; for benchmark comparisons only (requests then queue inside
-        # PostgreSQL).
-        "LOCK_STRATEGY": _choice("LOCK_STRATEGY", "redis", LOCK_STRATEGIES),
         # Most seat changes of one event that the lock's holder applies in one transaction, from
         # the queue every instance adds to (services/ledger.py, combining.py): 64 keeps a batch
         # to milliseconds, far inside the lease; 1 commits each on its own.
@@ -217,12 +201,6 @@ def from_environment() -> dict[str, Any]:
 
 def validate(config: dict[str, Any]) -> None:
     """Reject combinations that would break the locking model."""
-    # Overrides passed to create_app bypass from_environment's parsing; check them here too.
-    if config["LOCK_STRATEGY"] not in LOCK_STRATEGIES:
-        raise ConfigError(
-            f"LOCK_STRATEGY must be one of {', '.join(LOCK_STRATEGIES)}, "
-            f"got {config['LOCK_STRATEGY']!r}"
-        )
     if 0 < config["HOLD_SWEEP_LEASE_SECONDS"] <= config["HOLD_SWEEP_INTERVAL_SECONDS"]:
         raise ConfigError(
             "HOLD_SWEEP_LEASE_SECONDS must be longer than HOLD_SWEEP_INTERVAL_SECONDS, "
@@ -246,6 +224,28 @@ def validate(config: dict[str, Any]) -> None:
         "RATE_LIMIT_QUEUE_POLL",
     ):
         _check_rate_limit(name, config[name])
+
+
+def ensure_metrics_directory() -> None:
+    """Create PROMETHEUS_MULTIPROC_DIR if it is set and missing; ConfigError if it cannot be.
+
+    gunicorn.conf.py makes the directory when gunicorn starts, so a one-off command (``flask
+    init-db`` in a deploy job, a purge from cron) given the service's environment may find it
+    missing: it is made, as gunicorn would, rather than the command refused. prometheus_client
+    writes its first file there at import time and would fail with a traceback.
+    """
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"PROMETHEUS_MULTIPROC_DIR {path!r} is not a directory and cannot be made one: "
+            f"{error.strerror}"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"PROMETHEUS_MULTIPROC_DIR {path!r} is not writable")
 
 
 def parse_host_ports(name: str, value: str) -> list[tuple[str, int]]:

@@ -221,7 +221,8 @@ class StoredFunction:
     pooling may not hand back to the client that made it. Written with SQLAlchemy's ``:name``
     placeholders. The function's name carries a digest of its definition: a changed statement
     is a new function, and instances still running the previous code keep calling theirs
-    during a rolling deploy. ``flask init-db`` creates them all (``migrate.STORED_FUNCTIONS``).
+    during a rolling deploy. Each registers itself in ``defined``, from which ``flask init-db``
+    and ``alembic upgrade head`` create them all (``migrate.stored_functions``).
     """
 
     defined: ClassVar[list[StoredFunction]] = []

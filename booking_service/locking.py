@@ -247,8 +247,6 @@ class EventLocks:
     expire_seconds: int = 10
     instance: str = "local"
     stats_window_seconds: int = 600
-    # "none": locked() is a no-op and PostgreSQL alone arbitrates (benchmark comparisons).
-    strategy: str = "redis"
     _script: Any = field(default=None, repr=False)
 
     def configure(self, config: dict[str, Any], client: RedisConnection) -> None:
@@ -257,7 +255,6 @@ class EventLocks:
         self.expire_seconds = int(config["LOCK_EXPIRE_SECONDS"])
         self.instance = config["INSTANCE_NAME"]
         self.stats_window_seconds = int(config["LOCK_STATS_WINDOW_SECONDS"])
-        self.strategy = config.get("LOCK_STRATEGY", "redis")
 
     def _holder_id(self) -> str:
         return holder_id(self.instance, os.getpid(), uuid.uuid4().hex[:12])
@@ -266,11 +263,6 @@ class EventLocks:
     def locked(self, event_id: int) -> Iterator[LockTenure]:
         """Hold the event's lock for the duration of the block, or raise a 503 error."""
         tenure = LockTenure()
-        if self.strategy == "none":
-            # No Redis at all: the conditional seat update and the partial unique index still
-            # make overbooking impossible; concurrent requests queue on the row lock instead.
-            yield tenure
-            return
         if self.client is None:
             raise RuntimeError("EventLocks used before configure")
         holder = self._holder_id()

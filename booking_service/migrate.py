@@ -1,25 +1,27 @@
 """Create the database if it is missing and bring its schema up to date.
 
 Alembic migrations for the tables, then the stored functions of the hot path (CREATE OR
-REPLACE; each name carries a digest of its definition, see database.StoredFunction).
+REPLACE; each name carries a digest of its definition, see database.StoredFunction). The
+functions are installed by migrations/env.py at the end of any run that reaches the newest
+revision, so ``flask init-db`` and a plain ``alembic upgrade head`` leave the same database.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import make_url
 
+from booking_service import services
 from booking_service.config import normalize_database_url
-from booking_service.services.ledger_sql import APPLY_INTENTS
-from booking_service.services.sessions import USER_BY_LIVE_TOKEN
+from booking_service.database import StoredFunction
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# Every StoredFunction the services define (tests/api/test_stored_functions.py checks).
-STORED_FUNCTIONS = (APPLY_INTENTS, USER_BY_LIVE_TOKEN)
 
 
 class MigrationRefused(RuntimeError):
@@ -51,18 +53,27 @@ def alembic_config(url: str) -> AlembicConfig:
     return config
 
 
+def stored_functions() -> tuple[StoredFunction, ...]:
+    """Every StoredFunction the services define, as they register themselves.
+
+    Each services module is imported first, so that none is missed for not having been
+    imported yet (tests/migrations/test_stored_functions.py checks that no other module
+    defines one).
+    """
+    for module in pkgutil.iter_modules(services.__path__, f"{services.__name__}."):
+        importlib.import_module(module.name)
+    return tuple(StoredFunction.defined)
+
+
+def install_stored_functions(connection: Connection) -> None:
+    """Create (or replace) every stored function, in the connection's transaction."""
+    # Straight to the driver, with no parameters: PL/pgSQL's %ROWTYPE must not be read as a
+    # placeholder.
+    with connection.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+        for function in stored_functions():
+            cursor.execute(function.create_sql)
+
+
 def upgrade(url: str) -> None:
-    """Apply every pending migration, then create the stored functions this code calls."""
+    """Apply every pending migration and install the stored functions (migrations/env.py)."""
     command.upgrade(alembic_config(url), "head")
-    engine = create_engine(url)
-    try:
-        # Straight to the driver, with no parameters: PL/pgSQL's %ROWTYPE must not be read as
-        # a placeholder.
-        with (
-            engine.begin() as connection,
-            connection.connection.driver_connection.cursor() as cursor,
-        ):  # type: ignore[union-attr]
-            for function in STORED_FUNCTIONS:
-                cursor.execute(function.create_sql)
-    finally:
-        engine.dispose()

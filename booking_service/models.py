@@ -87,12 +87,18 @@ class User(Base):
         # One account per normalized name (booking_service.usernames): "Alice", "alice " and
         # fullwidth "alice" are one.
         Index("uq_users_username_key", "username_key", unique=True),
+        # One account per look (usernames.username_skeleton): "carol", and "carol" with U+0430.
+        Index("uq_users_username_skeleton", "username_skeleton", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     username: Mapped[str] = mapped_column(String(150), nullable=False)  # as shown
     # usernames.username_key(username): what sign-in looks up and uniqueness is decided on.
     username_key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH), nullable=False)
+    # usernames.username_skeleton(username). NULL only for an account registered before
+    # look-alikes were refused that looks like an older one, which holds the skeleton
+    # (migration 0008); every new account has one.
+    username_skeleton: Mapped[str | None] = mapped_column(String(MAX_KEY_LENGTH))
     email: Mapped[str] = mapped_column(String(254), nullable=False)
     password_hash: Mapped[str] = mapped_column(String(256), nullable=False)
     role: Mapped[str] = mapped_column(String(16), nullable=False)

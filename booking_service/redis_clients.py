@@ -30,7 +30,8 @@ class RedisClient:
 
     One of three deployments: a single server (REDIS_URL), a primary found through Sentinel
     (REDIS_SENTINELS), or a Redis Cluster (REDIS_CLUSTER_NODES), whose keys the service keeps
-    in one slot wherever one command or script touches several (docs/architecture.md, "Observability").
+    in one slot wherever one command or script touches several (docs/architecture.md,
+    "Scaling out: PgBouncer and Redis Cluster").
     """
 
     def __init__(self) -> None:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Test command: install what the suite needs (virtualenv, pip packages, Debian packages for the
 # browser, Prometheus, PgBouncer, Redis Cluster and Kubernetes manifest tests), check
-# PostgreSQL and Redis, lint, then run the whole suite.
+# PostgreSQL and Redis, lint (scripts/lint.sh), then run the whole suite, slow tests included.
 # Extra arguments go to pytest, e.g. scripts/test.sh tests/api -x
+# The fast loop, which installs nothing and leaves the slow tests out: scripts/test-fast.sh.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
@@ -39,7 +40,6 @@ ensure_bench_tools
 DATABASE_URL="${TEST_DATABASE_URL:-postgresql+psycopg2://postgres@127.0.0.1:5432/booking_service_test}" \
 REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}" check_services
 
-echo "==> ruff"
-"$VENV/bin/ruff" check .
+"$ROOT/scripts/lint.sh"
 echo "==> pytest"
 exec "$VENV/bin/python" -m pytest "$@"

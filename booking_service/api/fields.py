@@ -31,9 +31,13 @@ _FORMAT = "".join(
     rf"\u{first:04x}" + ("" if last == first else rf"-\u{last:04x}")
     for first, last in FORMAT_RANGES
 )
-# Refused anywhere in a new username (usernames.REFUSED_CATEGORIES: Cc, Cf, Zl, Zp); the
-# username field's description names the format characters beyond U+FFFF, refused as well.
-_NOT_IN_USERNAMES = rf"\x00-\x1f\x7f-\x9f{_FORMAT}\u2028\u2029"
+# Refused anywhere in a new username (usernames.REFUSED_CATEGORIES: Cc, Cf, Zl, Zp, and the
+# default-ignorable and blank characters of usernames.IGNORABLE_OR_BLANK_RANGES); the username
+# field's description names those beyond U+FFFF, refused as well.
+_NOT_IN_USERNAMES = rf"\x00-\x1f\x7f-\x9f{_FORMAT}\u2028\u2029" + "".join(
+    rf"\u{first:04x}" + ("" if last == first else rf"-\u{last:04x}")
+    for first, last in usernames.IGNORABLE_OR_BLANK_RANGES
+)
 
 NO_NUL_PATTERN = r"^[^\x00]*$"
 # Not blank: something besides white space and invisible formatting characters.

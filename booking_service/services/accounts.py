@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
-from sqlalchemy import ColumnElement, func, select, text, update
+from sqlalchemy import ColumnElement, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -114,7 +114,8 @@ def register(
     organization_name: str | None = None,
     business_address: str | None = None,
 ) -> SignedIn:
-    """Create an account and sign it in; the username is kept trimmed, unique by its key."""
+    """Create an account and sign it in; the username is kept trimmed, unique by its key and
+    by its look (its skeleton: a look-alike of a taken name is taken)."""
     reason = usernames.refusal(username)
     if reason is not None:  # the API's schema refuses these already; this covers the CLI
         raise ValidationFailed(errors={"username": [reason]})
@@ -122,6 +123,7 @@ def register(
     user = User(
         username=usernames.display_username(username),
         username_key=key,
+        username_skeleton=usernames.username_skeleton(username),
         email=email,
         password_hash=generate_password_hash(password, method=settings.password_hash_method),
         role=role.value,
@@ -132,7 +134,8 @@ def register(
     )
     try:
         with db.transaction() as session:
-            if session.scalar(select(User.id).where(User.username_key == key)):
+            taken = or_(User.username_key == key, User.username_skeleton == user.username_skeleton)
+            if session.scalar(select(User.id).where(taken).limit(1)):
                 raise UsernameTaken(f"The username {user.username!r} is taken.")
             session.add(user)
             session.flush()
@@ -147,7 +150,7 @@ def register(
                 details={"role": user.role},
             )
     except IntegrityError as error:
-        # Two registrations of one name at once: the unique index decides.
+        # Two registrations of one name, or of look-alikes, at once: a unique index decides.
         raise UsernameTaken(f"The username {user.username!r} is taken.") from error
     return SignedIn(user=user, token=token, device_token=device_token)
 

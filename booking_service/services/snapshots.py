@@ -1,9 +1,9 @@
 """Event snapshots, per process, for the cheap rejections before the event lock; exact.
 
 During a sale every booking request first asks "does the event exist, has it started, is it
-known to be full?" (docs/architecture.md, "Event snapshots"). Reading the event row for each of them costs a
-database round trip per request, thousands per second on one row that the seat statement
-re-checks anyway. So a worker reuses snapshots, trusting each only in the direction where
+known to be full?" (docs/architecture.md, "Event snapshots"). Reading the event row for each
+of them costs a database round trip per request, thousands per second on one row that the seat
+statement re-checks anyway. So a worker reuses snapshots, trusting each only in the direction where
 staleness is harmless, or where it can prove it is not stale:
 
 - "Bookable" only sends the request on to the lock, where the seat statement decides on the

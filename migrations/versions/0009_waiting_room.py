@@ -1,7 +1,7 @@
 """Waiting room: an event's sale start, queue switch, admission rate and admission length
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 
 `sale_starts_at` (null: on sale at once) refuses holds and bookings before it; `waiting_room`
 makes holding and booking need an admission from the event's queue (kept in Redis), paced at
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision: str = '0009'
-down_revision: Union[str, Sequence[str], None] = '0007'
+down_revision: Union[str, Sequence[str], None] = '0008'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

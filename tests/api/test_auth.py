@@ -1,4 +1,5 @@
-"""Accounts: registration, sign-in, sign-out and the current user (docs/architecture.md, "HTTP contract")."""
+"""Accounts: registration, sign-in, sign-out and the current user (docs/architecture.md, "HTTP
+contract")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Bookings: book, list, read, cancel, reactivate, delete (docs/architecture.md, "HTTP contract", /bookings).
+"""Bookings: book, list, read, cancel, reactivate, delete (docs/architecture.md, "HTTP
+contract", /bookings).
 
 Every failing request must leave nothing behind: no booking row, no seat taken, no history.
 """

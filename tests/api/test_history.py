@@ -1,4 +1,5 @@
-"""Audit history: what gets recorded, and who may read it (docs/architecture.md, "HTTP contract", /history)."""
+"""Audit history: what gets recorded, and who may read it (docs/architecture.md, "HTTP
+contract", /history)."""
 
 from __future__ import annotations
 

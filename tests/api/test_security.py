@@ -19,10 +19,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from booking_service.services import accounts
+from harness.instances import AppInstance
 from tests import factories as f
 from tests.factories import API, PASSWORD, auth
 from tests.support.instances import instance_env
-from tests.support.servers import AppInstance
 
 ALLOWED_ORIGIN = "https://app.example.com"
 OPS_TOKEN = "ops-" + secrets.token_urlsafe(16)
@@ -138,6 +138,7 @@ def test_a_view_keeps_its_own_content_security_policy(client: FlaskClient) -> No
     assert page.headers["X-Frame-Options"] == "DENY"
 
 
+@pytest.mark.slow  # a gunicorn instance (``instance``)
 @pytest.mark.parametrize("page", ["docs", "redoc"])
 def test_docs_render_in_a_browser_under_the_policy(instance: AppInstance, page: str) -> None:
     result = subprocess.run(
@@ -211,6 +212,7 @@ def test_a_body_at_the_limit_is_read(app: Flask, client: FlaskClient) -> None:
     assert response.status_code == 422  # read and validated (password too long), not 413
 
 
+@pytest.mark.slow  # a gunicorn instance (``instance``)
 def test_a_chunked_oversized_body_is_413(app: Flask, instance: AppInstance) -> None:
     limit = app.config["MAX_CONTENT_LENGTH"]
 
@@ -256,6 +258,7 @@ def test_cors_is_off_unless_configured(client: FlaskClient) -> None:
         assert not [k for k, _ in response.headers.items() if k.startswith("Access-Control-")]
 
 
+@pytest.mark.slow  # a gunicorn instance (``instance``)
 def test_cors_allows_only_the_configured_origins(instance: AppInstance) -> None:
     url = f"{instance.base_url}{API}/bookings"
     preflight = requests.options(
@@ -318,6 +321,7 @@ def test_operator_routes_are_closed_by_default(client: FlaskClient, path: str) -
     assert client.get(path, headers=auth(admin_token(client))).status_code == 200
 
 
+@pytest.mark.slow  # a gunicorn instance (``instance``)
 @pytest.mark.parametrize("path", OPS_ROUTES)
 def test_operator_routes_take_the_configured_ops_token(instance: AppInstance, path: str) -> None:
     url = f"{instance.base_url}{path}"
@@ -329,6 +333,7 @@ def test_operator_routes_take_the_configured_ops_token(instance: AppInstance, pa
 # --- logs -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a gunicorn instance (``instance``)
 def test_no_secret_reaches_the_logs(instance: AppInstance) -> None:
     base = f"{instance.base_url}{API}"
     password = "pw-" + secrets.token_urlsafe(12)

@@ -21,8 +21,8 @@ from booking_service.database import db
 from booking_service.redis_clients import RedisClient, redis_client
 from booking_service.services import sessions
 from booking_service.services.sessions import USER_BY_LIVE_TOKEN
+from harness.processes import free_port
 from tests import factories as f
-from tests.support.servers import free_port
 
 ME = f"{f.API}/auth/me"
 

@@ -19,25 +19,13 @@ from sqlalchemy.engine import make_url
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
 
 ROOT = Path(__file__).resolve().parents[2]
-EXPECTED_ROWS = {
-    "B1/pgbench",
-    "B2/livez",
-    "S1/redis",
-    "S1/none",
-    "S2/redis",
-    "S3/redis",
-    "S3/none",
-    "S4/redis",
-    "S5/redis",
-    "S7/redis",
-}
+EXPECTED_ROWS = {"B1/pgbench", "B2/livez", "S1", "S2", "S3", "S4", "S5", "S7"}
 
 
 TARGETS = {
     "S1_vs_pgbench",
     "S1_p99_ms",
     "S2_vs_livez",
-    "S3_redis_vs_none",
     "S5_growth",
     "S6_pgbouncer_vs_direct",
     "S7_vs_S1",
@@ -45,7 +33,7 @@ TARGETS = {
 
 
 def run_smoke(out: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], float, str]:
-    """``python -m bench.run --smoke`` with ``args``; the run, its seconds and its output."""
+    """``python -m bench run --smoke`` with ``args``; the run, its seconds and its output."""
     # A database of its own beside the test database: the harness drops and recreates it.
     url = make_url(TEST_DATABASE_URL)
     bench_url = url.set(database=f"{url.database}_bench_smoke")
@@ -56,7 +44,7 @@ def run_smoke(out: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], 
     }
     started = time.monotonic()
     completed = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out), *args],
+        [sys.executable, "-m", "bench", "run", "--smoke", "--out", str(out), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -82,11 +70,10 @@ def test_smoke_run_reports_every_scenario_and_no_violation(tmp_path: Path) -> No
     assert result["failed"] == [], output
     for key, row in rows.items():
         assert row["value"], f"{key} measured nothing\n{output}"
-    # The sell-out really sold out, under both lock strategies.
+    # The sell-out really sold out.
     capacity = result["sizes"]["sellout_capacity"]
-    for key in ("S1/redis", "S1/none"):
-        assert rows[key]["details"]["event"]["booked_count"] == capacity, output
-    assert rows["S2/redis"]["details"]["load"]["codes"].get("409 event_full"), output
+    assert rows["S1"]["details"]["event"]["booked_count"] == capacity, output
+    assert rows["S2"]["details"]["load"]["codes"].get("409 event_full"), output
     # Every target is listed; S6's is n/a, since it runs only when asked for.
     assert {target["id"] for target in result["targets"]} == TARGETS
     assert "S5" in completed.stdout and "Invariant violations: 0" in completed.stdout

@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from harness.instances import AppInstance, running
+from harness.pgbouncer import PgBouncer
+from harness.redis_cluster import RedisClusterGroup
+from harness.redis_servers import RedisServer
 from tests.conftest import TEST_DATABASE_URL
-from tests.support.instances import Cluster, instance_env, running
-from tests.support.pgbouncer import PgBouncer
-from tests.support.redis_cluster import RedisClusterGroup
-from tests.support.servers import AppInstance, RedisServer
+from tests.support.instances import Cluster, instance_env
 
 # Lock holds are milliseconds; a generous wait keeps a loaded 2-core machine from turning
 # contention into 503s, so any 5xx in these tests is a real failure.

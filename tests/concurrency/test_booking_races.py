@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from booking_service.database import db
+from harness.load import Client, Outcome, RequestSpec, SqlSampler, fire, run_clients
 from tests import factories
 from tests.conftest import TEST_DATABASE_URL
 from tests.factories import auth
@@ -26,7 +27,6 @@ from tests.support.instances import (
     bookings_of,
     event_snapshot,
 )
-from tests.support.load import Client, Outcome, RequestSpec, SqlSampler, fire, run_clients
 
 pytestmark = pytest.mark.slow
 

@@ -37,6 +37,9 @@ from booking_service.locking import (
     lock_name,
     stats_key,
 )
+from harness.processes import PROJECT_ROOT, wait_until
+from harness.redis_cluster import RedisClusterGroup
+from harness.redis_servers import RedisServer
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
 from tests.support.combining_worker import (
     KIND,
@@ -48,8 +51,6 @@ from tests.support.combining_worker import (
     submit_and_record,
     withdraw,
 )
-from tests.support.redis_cluster import RedisClusterGroup
-from tests.support.servers import PROJECT_ROOT, RedisServer, wait_until
 
 Record = dict[str, Any]
 
@@ -201,6 +202,7 @@ def assert_drained(client: Any, event_id: int) -> None:
 # --- the cost of the uncontended case ------------------------------------------------------
 
 
+@pytest.mark.slow  # a private redis-server, to count its commands
 def test_an_uncontended_submit_costs_one_set_and_one_script_call(engine: Engine) -> None:
     with RedisServer() as server:
         client = server.client()

@@ -33,12 +33,13 @@ from booking_service.database import db
 from booking_service.locking import intents_key, lock_key, lock_name
 from booking_service.services import ledger
 from booking_service.services.invariants import find_drift
+from harness.pgbouncer import PgBouncer
+from harness.processes import PROJECT_ROOT, wait_until
+from harness.redis_cluster import RedisClusterGroup
+from harness.redis_servers import RedisServer
 from tests import factories
 from tests.concurrency.test_combining import Workers, collect
 from tests.conftest import TEST_DATABASE_URL
-from tests.support.pgbouncer import PgBouncer
-from tests.support.redis_cluster import RedisClusterGroup
-from tests.support.servers import PROJECT_ROOT, RedisServer, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -46,20 +46,15 @@ from booking_service.database import db
 from booking_service.locking import lock_key
 from booking_service.services import invariants
 from booking_service.services.sweeper import LEASE_KEY
+from harness.database import recreate_schema
+from harness.instances import AppInstance, running
+from harness.load import Client, LoadResult, Outcome, RequestSpec, SqlSampler, fire, run_clients
+from harness.processes import wait_until
+from harness.redis_servers import RedisServer
 from tests import factories
-from tests.conftest import TEST_DATABASE_URL, _recreate_schema
+from tests.conftest import TEST_DATABASE_URL
 from tests.factories import PASSWORD, auth
-from tests.support.instances import API, SNAPSHOT_SQL, Cluster, instance_env, running
-from tests.support.load import (
-    Client,
-    LoadResult,
-    Outcome,
-    RequestSpec,
-    SqlSampler,
-    fire,
-    run_clients,
-)
-from tests.support.servers import AppInstance, RedisServer, wait_until
+from tests.support.instances import API, SNAPSHOT_SQL, Cluster, instance_env
 
 pytestmark = pytest.mark.slow
 
@@ -934,7 +929,7 @@ class SweepingPair:
 def sweeping_pair(app: Flask) -> Iterator[SweepingPair]:
     url = make_url(TEST_DATABASE_URL)
     own = url.set(database=f"{url.database}_sweeper").render_as_string(hide_password=False)
-    _recreate_schema(own)
+    recreate_schema(own)
     engine = create_engine(own, poolclass=NullPool)
     try:
         with RedisServer() as redis_server:

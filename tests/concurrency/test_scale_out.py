@@ -29,13 +29,15 @@ from sqlalchemy.engine import make_url
 
 from booking_service.database import db
 from booking_service.services.invariants import COUNT_DRIFT_SQL, DUPLICATE_ACTIVE_SQL
+from harness.database import limited_role
+from harness.instances import AppInstance, running
+from harness.load import Client, LoadResult, Outcome, SqlSampler, run_clients
+from harness.pgbouncer import PgBouncer, PoolSampler
+from harness.redis_servers import RedisServer
 from tests import factories
 from tests.conftest import TEST_DATABASE_URL
 from tests.factories import auth
-from tests.support.instances import API, SNAPSHOT_SQL, event_snapshot, instance_env, running
-from tests.support.load import Client, LoadResult, Outcome, SqlSampler, run_clients
-from tests.support.pgbouncer import PgBouncer, PoolSampler, limited_role
-from tests.support.servers import AppInstance, RedisServer
+from tests.support.instances import API, SNAPSHOT_SQL, event_snapshot, instance_env
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.support.servers import PROJECT_ROOT
+from harness.processes import PROJECT_ROOT
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 APP_IMAGE = "booking-service:latest"

@@ -20,7 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.support.servers import PROJECT_ROOT
+from harness.processes import PROJECT_ROOT
 
 K8S = PROJECT_ROOT / "deploy" / "k8s"
 KUSTOMIZATIONS = {"base": K8S / "base", "overlay": K8S / "overlays" / "example"}
@@ -431,4 +431,5 @@ def test_purge_runs_both_commands_on_a_schedule_through_pgbouncer(rendered: Rend
     [container] = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     command = " ".join(container["command"])
     assert "purge-tokens" in command and "purge-idempotency-keys" in command
+    assert "purge-seat-intents" in command
     assert rendered.env(container)["DATABASE_URL"] == rendered.app_env()["DATABASE_URL"]

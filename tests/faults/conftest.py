@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from harness.instances import AppInstance
+from harness.redis_servers import RedisServer
 from tests.support.instances import instance_env
-from tests.support.servers import AppInstance, RedisServer
 
 
 @pytest.fixture

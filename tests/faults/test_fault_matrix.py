@@ -1,9 +1,11 @@
-"""Faults injected into a three-instance cluster under booking load (docs/architecture.md, "Correctness model").
+"""Faults injected into a three-instance cluster under booking load (docs/architecture.md,
+"Correctness model").
 
 Three gunicorn instances (two workers each) share the test PostgreSQL and a Redis this module
 starts. For each fault, customers keep booking, cancelling and reactivating on three small events
-and one roomy probe event; the fault is injected mid-load; then ``harness.evaluate`` checks rows,
-answers and recovery, and adds a row to the fault table printed at the end of the run.
+and one roomy probe event; the fault is injected mid-load; then ``fault_checks.evaluate``
+checks rows, answers and recovery, and adds a row to the fault table printed at the end of the
+run.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
+from harness.instances import AppInstance, running
+from harness.pgbouncer import PgBouncer
+from harness.redis_servers import RedisServer
 from tests import factories
 from tests.conftest import TEST_DATABASE_URL
-from tests.faults.harness import (
+from tests.faults.fault_checks import (
     FAULT_SETTINGS,
     LOCK_EXPIRE_SECONDS,
     LOCK_TAKING,
@@ -42,9 +47,7 @@ from tests.faults.harness import (
     terminate_app_backends,
     warm_up,
 )
-from tests.support.instances import instance_env, running
-from tests.support.pgbouncer import PgBouncer
-from tests.support.servers import AppInstance, RedisServer
+from tests.support.instances import instance_env
 
 pytestmark = pytest.mark.slow
 

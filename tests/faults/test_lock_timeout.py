@@ -17,16 +17,10 @@ import requests
 from flask.testing import FlaskClient
 
 from booking_service.locking import lock_key, lock_name
+from harness.instances import AppInstance, running
 from tests import factories
 from tests.factories import auth
-from tests.support.instances import (
-    API,
-    booking_history_count,
-    event_snapshot,
-    instance_env,
-    running,
-)
-from tests.support.servers import AppInstance
+from tests.support.instances import API, booking_history_count, event_snapshot, instance_env
 
 pytestmark = pytest.mark.slow
 

@@ -16,9 +16,9 @@ from flask.testing import FlaskClient
 from booking_service import config as config_module
 from booking_service import ratelimit
 from booking_service.redis_clients import RedisClient
+from harness.redis_servers import RedisServer
 from tests import factories as f
 from tests.factories import API, PASSWORD, auth
-from tests.support.servers import RedisServer
 
 pytestmark = pytest.mark.slow
 

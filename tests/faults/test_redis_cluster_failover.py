@@ -4,7 +4,8 @@ Three instances keep booking, cancelling and reactivating on events whose keys s
 cluster's three primaries. While the primary that serves the busiest events' slot is gone,
 requests on those events fail closed (503 with Retry-After); the others carry on. Replication
 is asynchronous, so a lease written just before the kill may be missing on the promoted
-replica, and PostgreSQL still arbitrates (docs/architecture.md, "Correctness model"): the row checks verify it.
+replica, and PostgreSQL still arbitrates (docs/architecture.md, "Correctness model"): the row
+checks verify it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from booking_service.locking import lock_key
-from tests.faults.harness import (
+from harness.instances import AppInstance, running
+from harness.redis_cluster import RedisClusterGroup
+from tests.faults.fault_checks import (
     FAULT_SETTINGS,
     LOCK_TAKING,
     Call,
@@ -32,9 +35,7 @@ from tests.faults.harness import (
     running_load,
     warm_up,
 )
-from tests.support.instances import instance_env, running
-from tests.support.redis_cluster import RedisClusterGroup
-from tests.support.servers import AppInstance
+from tests.support.instances import instance_env
 
 pytestmark = pytest.mark.slow
 

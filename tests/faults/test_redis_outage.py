@@ -11,6 +11,8 @@ import requests
 from flask.testing import FlaskClient
 
 from booking_service.locking import UPDATE_SCRIPT, lock_key
+from harness.instances import AppInstance, running
+from harness.redis_servers import RedisServer
 from tests import factories
 from tests.factories import auth
 from tests.support.instances import (
@@ -19,9 +21,7 @@ from tests.support.instances import (
     bookings_of,
     event_snapshot,
     instance_env,
-    running,
 )
-from tests.support.servers import AppInstance, RedisServer
 
 pytestmark = pytest.mark.slow
 

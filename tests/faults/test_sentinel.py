@@ -15,9 +15,10 @@ from flask.testing import FlaskClient
 
 from booking_service import config as config_module
 from booking_service.redis_clients import RedisClient
+from harness.instances import AppInstance
+from harness.redis_servers import RedisSentinelGroup
 from tests import factories as f
 from tests.factories import API, PASSWORD, auth
-from tests.support.servers import AppInstance, RedisSentinelGroup
 
 pytestmark = pytest.mark.slow
 

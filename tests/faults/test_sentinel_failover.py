@@ -2,7 +2,8 @@
 
 Replication is asynchronous, so leases written to the old primary just before it died may be
 missing on the new one: for a moment two requests may both believe they hold an event's lock.
-PostgreSQL still arbitrates (docs/architecture.md, "Correctness model"), which is what the row checks verify.
+PostgreSQL still arbitrates (docs/architecture.md, "Correctness model"), which is what the row
+checks verify.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.faults.harness import (
+from harness.instances import AppInstance, running
+from harness.redis_servers import RedisSentinelGroup
+from tests.faults.fault_checks import (
     FAULT_SETTINGS,
     LOCK_TAKING,
     FaultCluster,
@@ -25,8 +28,7 @@ from tests.faults.harness import (
     running_load,
     warm_up,
 )
-from tests.support.instances import instance_env, running
-from tests.support.servers import AppInstance, RedisSentinelGroup
+from tests.support.instances import instance_env
 
 pytestmark = pytest.mark.slow
 

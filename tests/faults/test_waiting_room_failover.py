@@ -27,11 +27,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from booking_service.services import waitroom
+from harness.instances import AppInstance, running
+from harness.redis_cluster import RedisClusterGroup
+from harness.redis_servers import RedisSentinelGroup
 from tests import factories
 from tests.factories import auth
-from tests.support.instances import API, instance_env, running
-from tests.support.redis_cluster import RedisClusterGroup
-from tests.support.servers import AppInstance, RedisSentinelGroup
+from tests.support.instances import API, instance_env
 
 pytestmark = pytest.mark.slow
 

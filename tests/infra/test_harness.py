@@ -23,8 +23,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from booking_service import migrate
-from tests.support.pgbouncer import PgBouncer, limited_role, superuser_connection
-from tests.support.redis_cluster import RedisClusterGroup
+from harness.database import limited_role, superuser_connection
+from harness.pgbouncer import PgBouncer
+from harness.redis_cluster import RedisClusterGroup
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ from sqlalchemy.exc import IntegrityError
 
 from booking_service import migrate
 from booking_service.usernames import username_key
+from harness.processes import PROJECT_ROOT
 from tests.migrations.conftest import URL, downgrade_to, migrate_to
-from tests.support.servers import PROJECT_ROOT
 
 
 def add_users(engine: Engine, *names: str) -> None:

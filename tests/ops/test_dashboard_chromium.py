@@ -15,12 +15,16 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from flask import Flask
 
+from harness.instances import AppInstance
+from harness.load import RequestSpec, fire
+from harness.processes import PROJECT_ROOT
 from tests.support.instances import instance_env
-from tests.support.load import RequestSpec, fire
-from tests.support.servers import PROJECT_ROOT, AppInstance
+
+pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"

@@ -20,8 +20,8 @@ import pytest
 import requests
 from flask import Flask
 
+from harness.processes import PROJECT_ROOT, free_port, wait_until
 from tests.support.instances import instance_env
-from tests.support.servers import PROJECT_ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -28,10 +28,12 @@ from sqlalchemy import text
 
 from booking_service.database import db
 from booking_service.locking import lock_name
+from harness.instances import AppInstance
+from harness.processes import free_port, wait_until
+from harness.redis_servers import RedisServer
 from tests import factories
 from tests.factories import API, auth
 from tests.support.instances import instance_env
-from tests.support.servers import AppInstance, RedisServer, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 

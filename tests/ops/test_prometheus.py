@@ -16,10 +16,11 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
+from harness.instances import AppInstance
+from harness.processes import PROJECT_ROOT, free_port, wait_until
 from tests import factories
 from tests.factories import API, auth
 from tests.support.instances import instance_env
-from tests.support.servers import PROJECT_ROOT, AppInstance, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 

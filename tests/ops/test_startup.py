@@ -16,9 +16,9 @@ from flask import Flask
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from harness.processes import PROJECT_ROOT, free_port
 from tests.conftest import TEST_DATABASE_URL
 from tests.support.instances import instance_env
-from tests.support.servers import PROJECT_ROOT, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -111,3 +111,32 @@ def test_a_bad_setting_stops_gunicorn_in_one_line(settings: dict[str, str], reas
     result = run(GUNICORN, BIND=f"127.0.0.1:{free_port()}", **settings)
 
     assert_one_line(result, reason)
+
+
+def test_a_flask_command_makes_a_missing_metrics_directory(tmp_path: Path) -> None:
+    # The variable comes with the service's environment; gunicorn makes the directory at
+    # start, a one-off command must not fail for want of it.
+    missing = tmp_path / "not" / "yet"
+
+    result = run([*FLASK, "init-db"], PROMETHEUS_MULTIPROC_DIR=str(missing))
+
+    assert result.returncode == 0, result.stderr
+    assert "schema is up to date" in result.stdout
+    assert "Traceback" not in result.stderr
+    assert missing.is_dir()
+
+
+def test_a_metrics_directory_that_cannot_be_made_stops_a_flask_command_in_one_line(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+
+    result = run([*FLASK, "init-db"], PROMETHEUS_MULTIPROC_DIR=str(blocker / "metrics"))
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"booking-service: configuration error: PROMETHEUS_MULTIPROC_DIR "
+        f"'{blocker / 'metrics'}' is not a directory and cannot be made one: Not a directory"
+    ]

@@ -1,19 +1,18 @@
-"""Glue for the multi-process tiers: app instance settings, parallel start, row snapshots."""
+"""Test-only glue for the multi-process tiers: instance settings from the test settings, the
+instances and lock Redis of a tier, and row snapshots read through the test app."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
 
 from booking_service.database import db
+from harness.instances import AppInstance
+from harness.redis_cluster import RedisClusterGroup
+from harness.redis_servers import RedisServer
 from tests.conftest import TEST_SETTINGS
-from tests.support.redis_cluster import RedisClusterGroup
-from tests.support.servers import AppInstance, RedisServer
 
 API = "/api/v1"
 
@@ -62,20 +61,6 @@ def instance_env(**overrides: Any) -> dict[str, str]:
     env = {key: str(value) for key, value in TEST_SETTINGS.items()}
     env.update({key: str(value) for key, value in overrides.items()})
     return env
-
-
-@contextmanager
-def running(instances: Iterable[AppInstance]) -> Iterator[list[AppInstance]]:
-    """Start the instances in parallel (each takes ~1 s to boot); stop them all afterwards,
-    in parallel too (each graceful shutdown takes about a second)."""
-    instances = list(instances)
-    try:
-        with ThreadPoolExecutor(max_workers=len(instances)) as pool:
-            list(pool.map(lambda instance: instance.start(), instances))
-        yield instances
-    finally:
-        with ThreadPoolExecutor(max_workers=len(instances)) as pool:
-            list(pool.map(lambda instance: instance.stop(), instances))
 
 
 def event_snapshot(event_id: int) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -72,3 +73,45 @@ def test_a_service_importing_the_ledger_from_below_breaks_the_contract(tmp_path:
     )
     assert result.returncode != 0
     assert "booking_service.services.prechecks -> booking_service.services.ledger" in result.stdout
+
+
+# Tooling stays beside the product: the harness imports neither the tests nor the bench, the
+# bench does not import the tests, and the product imports none of them.
+FORBIDDEN_IMPORTS = {
+    "harness": ("tests", "bench"),
+    "bench": ("tests",),
+    "booking_service": ("tests", "bench", "harness"),
+}
+
+
+def forbidden_imports(root: Path) -> list[str]:
+    """``file: module`` for every import under ``root`` of a package it must not import."""
+    found = []
+    for package, forbidden in FORBIDDEN_IMPORTS.items():
+        for path in sorted((root / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.Import):
+                    modules = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    modules = [node.module]
+                else:
+                    continue
+                found += [
+                    f"{path.relative_to(root)}: {module}"
+                    for module in modules
+                    if module.split(".")[0] in forbidden
+                ]
+    return found
+
+
+def test_tooling_and_product_keep_apart() -> None:
+    assert forbidden_imports(PROJECT_ROOT) == []
+
+
+def test_a_bench_importing_a_test_module_is_found(tmp_path: Path) -> None:
+    for package in FORBIDDEN_IMPORTS:
+        skip = shutil.ignore_patterns("__pycache__", "results", "static")
+        shutil.copytree(PROJECT_ROOT / package, tmp_path / package, ignore=skip)
+    cluster = tmp_path / "bench" / "cluster.py"
+    cluster.write_text("from tests.support import instances  # noqa\n" + cluster.read_text())
+    assert forbidden_imports(tmp_path) == ["bench/cluster.py: tests.support"]

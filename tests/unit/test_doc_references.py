@@ -111,8 +111,8 @@ def table_columns() -> dict[str, set[str]]:
 def path_exists(span: str) -> bool:
     span = span.rstrip("/")
     files = tracked_files()
-    if "/" not in span:  # a bare file name: anywhere in the repository
-        return any(f == span or f.endswith("/" + span) for f in files)
+    if "/" not in span:  # a bare file name anywhere in the repository, or a top folder
+        return any(f == span or f.endswith("/" + span) or f.startswith(span + "/") for f in files)
     for base in ("", "booking_service/", "tests/"):
         candidate = base + span
         if candidate in files or any(f.startswith(candidate + "/") for f in files):
@@ -240,3 +240,17 @@ def test_every_named_module_symbol_exists() -> None:
 def test_the_checks_tell_present_from_absent(span: str, exists: bool) -> None:
     check = path_exists if _is_path(span) else dotted_exists
     assert check(span) is exists
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#+ (.+)$", markdown, flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+def test_every_alert_runbook_link_reaches_its_heading() -> None:
+    links = re.findall(r'runbook: "([^"#]+)#([^"]+)"', (ROOT / "deploy/alerts.yml").read_text())
+    assert len(links) >= 7
+    for path, anchor in links:
+        assert path in tracked_files(), path
+        assert anchor in _anchors((ROOT / path).read_text()), f"{path}#{anchor}"

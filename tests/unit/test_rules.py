@@ -451,3 +451,66 @@ def test_a_database_url_that_is_not_postgresql_is_a_config_error(
     with pytest.raises(config.ConfigError, match="DATABASE_URL") as raised:
         config.from_environment()
     assert "secret" not in str(raised.value)
+
+
+def test_the_listed_ignorable_and_blank_characters_are_unicodes_up_to_ffff():
+    import regex
+
+    listed = {
+        code
+        for first, last in usernames.IGNORABLE_OR_BLANK_RANGES
+        for code in range(first, last + 1)
+    }
+    ignorable = regex.compile(r"\p{Default_Ignorable_Code_Point}")
+    beyond_categories = {
+        ord(c)
+        for c in BMP
+        if (ignorable.match(c) or c in usernames.BLANK_RENDERING)
+        and unicodedata.category(c) not in usernames.REFUSED_CATEGORIES
+    }
+    # On a newer regex module (a newer Unicode), update IGNORABLE_OR_BLANK_RANGES to this set.
+    assert listed == beyond_categories
+
+
+@pytest.mark.parametrize(
+    "character",
+    # Default-ignorable (U+3164, U+115F and U+17B4 among them) and blank-rendering (U+2800).
+    ["\u034f", "\ufe0f", "\U000e0100", "\u3164", "\u115f", "\u17b4", "\u2800", "\uffa0"],
+)
+def test_invisible_and_blank_rendering_characters_are_refused(character: str):
+    assert usernames.refusal(f"car{character}ol") is not None
+    assert usernames.refusal(f"carol{character}") is not None
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("carol", "c\u0430rol"),  # U+0430 CYRILLIC SMALL LETTER A
+        ("Carol", "C\u0430ROL"),  # and case
+        ("paypal", "paypa1"),
+        ("olive", "0live"),
+        ("modern", "rnodern"),
+        ("alice", "\u0430lice"),
+        ("Straße", "STR\u0410SSE"),  # a look-alike of another spelling of the same account
+    ],
+)
+def test_look_alikes_have_one_skeleton(first: str, second: str):
+    assert usernames.username_key(first) != usernames.username_key(second)
+    assert usernames.username_skeleton(first) == usernames.username_skeleton(second)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), [("carol", "carl"), ("alice", "alica"), ("олег", "oleg"), ("bob", "b0bby")]
+)
+def test_names_that_do_not_look_alike_have_different_skeletons(first: str, second: str):
+    assert usernames.username_skeleton(first) != usernames.username_skeleton(second)
+
+
+def test_the_skeleton_reads_the_confusables_table_in_the_right_direction():
+    # A prototype of several characters (m looks like rn), a source whose NFD is not itself
+    # (U+1E9A looks like U+1EA3, a with hook above), right-to-left entries (Hebrew samekh and
+    # Latin o): each joins the class it belongs to in Unicode's confusables.txt.
+    assert usernames.username_skeleton("m") == usernames.username_skeleton("rn")
+    ẚ = usernames._prototypes().get("\u1e9a", "\u1e9a")  # NFKC takes it apart before a skeleton
+    assert unicodedata.normalize("NFD", ẚ) == "a\u0309"
+    assert usernames.username_skeleton("\u05e1") == usernames.username_skeleton("o")

@@ -1,96 +1,26 @@
-"""Real servers for multi-process tests: private Redis instances and gunicorn app instances.
+"""Private Redis servers: a single instance, and a primary with a replica under Sentinel.
 
-Everything binds to 127.0.0.1 on free ports, writes its log to a temporary directory and is
-stopped by the caller (use them as context managers).
+Used by the tests that need a Redis of their own (to stop, kill or fail over) and by the
+benchmark's metrics-overhead measurement.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import time
-from pathlib import Path
-from typing import Any
 
 import redis
-import requests
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from harness.processes import Managed, ProcessGroup, free_port, wait_until
 
 
-def wait_until(predicate: Any, *, timeout: float, interval: float = 0.05, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise TimeoutError(f"gave up after {timeout}s waiting for {what or predicate}")
-
-
-def stop_process(process: subprocess.Popen[bytes] | None, *, timeout: float = 10) -> None:
-    """SIGTERM the process and wait for it; SIGKILL it if it takes longer than ``timeout``."""
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
+def pings(port: int) -> bool:
+    """Whether the Redis on ``port`` answers PING within half a second."""
     try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
-
-
-class Managed:
-    """A server as a context manager: started on entry (and stopped again if the start
-    fails half-way), stopped on exit."""
-
-    def start(self) -> Any:
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Any:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class ProcessGroup(Managed):
-    """Server processes started together and stopped together, with their logs in one temp
-    directory (``<dir>/<name>/log``); a context manager that stops them all on the way out."""
-
-    def __init__(self, prefix: str) -> None:
-        self._dir = Path(tempfile.mkdtemp(prefix=prefix))
-        self._processes: dict[Any, subprocess.Popen[bytes]] = {}
-
-    def logs(self) -> str:
-        parts = []
-        for log in sorted(self._dir.glob("*/log")):
-            parts.append(f"--- {log.parent.name}\n{log.read_text(errors='replace')[-3000:]}")
-        return "\n".join(parts)
-
-    def stop(self) -> None:
-        for process in self._processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self._processes.values():
-            stop_process(process)
-        self._processes.clear()
+        return bool(redis.Redis(port=port, socket_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
 
 
 class RedisServer(Managed):
@@ -118,10 +48,7 @@ class RedisServer(Managed):
         return self
 
     def ping(self) -> bool:
-        try:
-            return bool(redis.Redis(port=self.port, socket_timeout=0.5).ping())
-        except redis.RedisError:
-            return False
+        return pings(self.port)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -131,80 +58,6 @@ class RedisServer(Managed):
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port)
-
-
-class AppInstance(Managed):
-    """One gunicorn instance of the service (several workers) on a free loopback port."""
-
-    def __init__(
-        self,
-        env: dict[str, str],
-        *,
-        workers: int = 2,
-        threads: int = 8,
-        port: int | None = None,
-        name: str = "app",
-        start_timeout: float = 30.0,
-    ) -> None:
-        self.port = port or free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        # Many instances booting at once on two cores take longer than one does.
-        self.start_timeout = start_timeout
-        self.workers = workers
-        self.threads = threads
-        self.name = name
-        self.env = env
-        self.process: subprocess.Popen[bytes] | None = None
-        self._dir = tempfile.mkdtemp(prefix=f"booking-{name}-")
-        self.log_path = Path(self._dir) / "gunicorn.log"
-
-    def start(self) -> AppInstance:
-        env = {
-            **os.environ,
-            **self.env,
-            "BIND": f"127.0.0.1:{self.port}",
-            "WEB_CONCURRENCY": str(self.workers),
-            "GUNICORN_THREADS": str(self.threads),
-            "INSTANCE_NAME": self.name,
-            "PROMETHEUS_MULTIPROC_DIR": str(Path(self._dir) / "metrics"),
-            # Clients open their connections before a barrier that may take seconds on a
-            # loaded machine; a connection the instance closed meanwhile would be reset.
-            "GUNICORN_KEEPALIVE_SECONDS": self.env.get("GUNICORN_KEEPALIVE_SECONDS", "120"),
-        }
-        log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_until(self._live, timeout=self.start_timeout, what=f"{self.name} on {self.port}")
-        except TimeoutError as error:
-            raise TimeoutError(f"{error}; log:\n{self.log()[-3000:]}") from None
-        return self
-
-    def _live(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited; log:\n{self.log()}")
-        try:
-            return requests.get(f"{self.base_url}/livez", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def worker_pids(self) -> list[int]:
-        """Pids of the gunicorn workers (children of the master)."""
-        assert self.process is not None
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(pid) for pid in children.read_text().split()]
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        stop_process(self.process, timeout=15)
-        self.process = None
 
 
 class RedisSentinelGroup(ProcessGroup):
@@ -247,7 +100,7 @@ class RedisSentinelGroup(ProcessGroup):
 
     def start(self) -> RedisSentinelGroup:
         self._spawn("primary", self._server_args(self.primary_port))
-        wait_until(lambda: _pings(self.primary_port), timeout=10, what="sentinel primary")
+        wait_until(lambda: pings(self.primary_port), timeout=10, what="sentinel primary")
         replica_of = ["--replicaof", "127.0.0.1", str(self.primary_port)]
         self._spawn("replica", [*self._server_args(self.replica_port), *replica_of])
         wait_until(self._replica_in_sync, timeout=20, what="replica in sync")
@@ -320,10 +173,3 @@ class RedisSentinelGroup(ProcessGroup):
 
     def client(self, port: int) -> redis.Redis:
         return redis.Redis(port=port)
-
-
-def _pings(port: int) -> bool:
-    try:
-        return bool(redis.Redis(port=port, socket_timeout=0.5).ping())
-    except redis.RedisError:
-        return False

@@ -41,9 +41,11 @@ from sqlalchemy import text
 from booking_service.database import db
 from booking_service.locking import lock_key
 from booking_service.services.invariants import find_drift
+from harness.instances import AppInstance
+from harness.pgbouncer import PgBouncer
+from harness.processes import wait_until
+from harness.redis_servers import RedisSentinelGroup, RedisServer
 from tests import factories
-from tests.support.pgbouncer import PgBouncer
-from tests.support.servers import AppInstance, RedisSentinelGroup, RedisServer, wait_until
 
 API = "/api/v1"
 

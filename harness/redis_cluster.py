@@ -3,6 +3,8 @@
 Every node binds to 127.0.0.1 on a free port, with its cluster bus on a second free port (the
 default bus port, port + 10000, may be past 65535 for an ephemeral port), keeps nothing on disk
 and logs to a temporary directory. Stop it as a context manager.
+
+The concurrency and fault tests run the service's locks, statistics and rate limits on it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from tests.support.servers import ProcessGroup, free_port, wait_until
+from harness.processes import ProcessGroup, free_port, wait_until
+from harness.redis_servers import pings
 
 CLUSTER_SLOTS = 16384
 
@@ -59,7 +62,7 @@ class RedisClusterGroup(ProcessGroup):
         for port in self.ports:
             self._spawn(port)
         for port in self.ports:
-            wait_until(lambda port=port: _pings(port), timeout=10, what=f"redis node {port}")
+            wait_until(lambda port=port: pings(port), timeout=10, what=f"redis node {port}")
         create = subprocess.run(
             [
                 "redis-cli", "--cluster", "create",
@@ -240,10 +243,3 @@ class RedisClusterGroup(ProcessGroup):
 
 def _client(port: int) -> redis.Redis:
     return redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1, decode_responses=True)
-
-
-def _pings(port: int) -> bool:
-    try:
-        return bool(_client(port).ping())
-    except redis.RedisError:
-        return False

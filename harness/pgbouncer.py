@@ -1,12 +1,12 @@
-"""A private PgBouncer in front of the local PostgreSQL, and roles with a connection limit.
+"""A private PgBouncer in front of the local PostgreSQL, and a sampler of its pools.
 
 PgBouncer lets many app processes share few PostgreSQL sessions. In transaction pooling a
 client's consecutive transactions may run on different server sessions, so nothing that lives
 in a session (SQL PREPARE, SET without LOCAL, startup ``options``) can be relied upon. The tests
-in tests/infra prove each of these against the real pooler.
+in tests/infra prove each of these against the real pooler; the concurrency and fault tests and
+the benchmark's scale-out measurement put app instances behind it.
 
-Everything binds to 127.0.0.1 on free ports, writes its log to a temporary directory and is
-stopped by the caller (use them as context managers).
+Roles with a connection limit live in harness/database.py.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,17 +26,15 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
-from psycopg2 import sql
 
-from tests.support.servers import Managed, free_port, stop_process, wait_until
+from harness.database import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_SUPERUSER
+from harness.processes import Managed, free_port, stop_process, wait_until
+from harness.sampling import PeriodicSampler
 
 # Debian's package installs the binary into /usr/sbin, which is not on every user's PATH.
 PGBOUNCER_FALLBACK = "/usr/sbin/pgbouncer"
 # pgbouncer refuses to run as root; it switches to this user (-u) when started as root.
 PGBOUNCER_USER = "postgres"
-POSTGRES_HOST = "127.0.0.1"
-POSTGRES_PORT = 5432
-POSTGRES_SUPERUSER = "postgres"
 
 
 def pgbouncer_binary() -> str:
@@ -208,7 +205,7 @@ class PoolSample:
     servers: int  # server connections open or opening (SHOW POOLS sv_*)
 
 
-class PoolSampler:
+class PoolSampler(PeriodicSampler):
     """Samples PgBouncer's pool of ``database``/``user`` every ``interval`` seconds in a thread.
 
     ``with PoolSampler(pgbouncer, database, user) as pool: ...``; afterwards ``pool.samples``
@@ -219,38 +216,19 @@ class PoolSampler:
     def __init__(
         self, pgbouncer: PgBouncer, database: str, user: str, *, interval: float = 0.1
     ) -> None:
+        super().__init__(interval)
         self.pgbouncer = pgbouncer
         self.database = database
         self.user = user
-        self.interval = interval
         self.samples: list[PoolSample] = []
-        self.error: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> PoolSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        try:
-            connection = self.pgbouncer.connect("pgbouncer")
-        except psycopg2.Error as error:
-            self.error = f"{type(error).__name__}: {error}"
-            return
+    @contextmanager
+    def connected(self) -> Iterator[Callable[[], None]]:
+        connection = self.pgbouncer.connect("pgbouncer")
         connection.autocommit = True  # the console knows no BEGIN
         try:
             with connection.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cursor:
-                while True:
-                    self.samples.append(self._sample(cursor))
-                    if self._stop.wait(self.interval):
-                        return
-        except psycopg2.Error as error:  # pgbouncer went away: keep what was sampled
-            self.error = f"{type(error).__name__}: {error}"
+                yield lambda: self.samples.append(self._sample(cursor))
         finally:
             connection.close()
 
@@ -281,103 +259,3 @@ class PoolSampler:
     @property
     def peak_servers(self) -> int:
         return max((sample.servers for sample in self.samples), default=0)
-
-
-def superuser_connection(database: str = "postgres") -> psycopg2.extensions.connection:
-    """A direct autocommit connection to the local PostgreSQL as the superuser."""
-    connection = psycopg2.connect(
-        host=POSTGRES_HOST,
-        port=POSTGRES_PORT,
-        dbname=database,
-        user=POSTGRES_SUPERUSER,
-        connect_timeout=3,
-    )
-    connection.autocommit = True
-    return connection
-
-
-@contextmanager
-def limited_role(name: str, connection_limit: int, database: str) -> Iterator[str]:
-    """A login role allowed at most ``connection_limit`` sessions, with full rights on the
-    ``public`` schema of ``database`` (now and for objects created later); dropped afterwards.
-
-    Stands in for a production database user whose sessions are scarce: app instances going
-    through a pooler must stay within the limit however many of them there are.
-    """
-    role = sql.Identifier(name)
-    _drop_role(name, database)  # a leftover of an interrupted run
-    server = superuser_connection()
-    try:
-        with server.cursor() as cursor:
-            cursor.execute(
-                sql.SQL("CREATE ROLE {} LOGIN CONNECTION LIMIT {}").format(
-                    role, sql.Literal(connection_limit)
-                )
-            )
-    finally:
-        server.close()
-    try:
-        connection = superuser_connection(database)
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    sql.SQL("GRANT ALL ON DATABASE {} TO {}").format(sql.Identifier(database), role)
-                )
-                for statement in (
-                    "GRANT ALL ON SCHEMA public TO {}",
-                    "GRANT ALL ON ALL TABLES IN SCHEMA public TO {}",
-                    "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {}",
-                    "GRANT ALL ON ALL FUNCTIONS IN SCHEMA public TO {}",
-                    # Tables the superuser creates later (migrations, a recreated schema).
-                    "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO {}",
-                    "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO {}",
-                    "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO {}",
-                ):
-                    cursor.execute(sql.SQL(statement).format(role))
-        finally:
-            connection.close()
-        yield name
-    finally:
-        _drop_role(name, database)
-
-
-def _drop_role(name: str, database: str) -> None:
-    """Drop the role if it exists: end its sessions, hand over what it owns, drop its grants."""
-    role = sql.Identifier(name)
-    server = superuser_connection()
-    try:
-        with server.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
-            if cursor.fetchone() is None:
-                return
-            # No new sessions while its old ones are ended (a pooler may reconnect).
-            cursor.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(role))
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
-                (name,),
-            )
-            wait_until(
-                lambda: _sessions_of(cursor, name) == 0, timeout=10, what=f"{name}'s sessions"
-            )
-            # Privileges and default privileges live per database: clean up where they were
-            # granted; REASSIGN/DROP OWNED also revoke its rights on shared objects.
-            connection = superuser_connection(database)
-            try:
-                with connection.cursor() as in_database:
-                    in_database.execute(
-                        sql.SQL("REASSIGN OWNED BY {} TO {}").format(
-                            role, sql.Identifier(POSTGRES_SUPERUSER)
-                        )
-                    )
-                    in_database.execute(sql.SQL("DROP OWNED BY {}").format(role))
-            finally:
-                connection.close()
-            cursor.execute(sql.SQL("DROP ROLE {}").format(role))
-    finally:
-        server.close()
-
-
-def _sessions_of(cursor: psycopg2.extensions.cursor, name: str) -> int:
-    cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (name,))
-    row = cursor.fetchone()
-    return int(row[0]) if row else 0
