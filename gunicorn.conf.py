@@ -66,14 +66,19 @@ def child_exit(server, worker):
 
 
 def post_worker_init(worker):
-    """Sweep expired holds from every worker; a lease in Redis lets one sweep at a time."""
+    """Sweep expired holds and pace the waiting rooms from every worker; a lease in Redis
+    lets one sweep (and one pace) at a time."""
+    from booking_service.services.pacer import pacer
     from booking_service.services.sweeper import sweeper
 
     sweeper.start()
+    pacer.start()
 
 
 def worker_exit(server, worker):
-    """Hand the sweeper's lease back, so another worker need not wait for it to run out."""
+    """Hand the sweeper's and the pacer's leases back, so another worker need not wait."""
+    from booking_service.services.pacer import pacer
     from booking_service.services.sweeper import sweeper
 
     sweeper.stop()
+    pacer.stop()

@@ -170,6 +170,26 @@ def from_environment() -> dict[str, Any]:
         "RATE_LIMIT_LOGIN": _str("RATE_LIMIT_LOGIN", "10/minute"),
         "RATE_LIMIT_REGISTER": _str("RATE_LIMIT_REGISTER", "5/minute"),
         "RATE_LIMIT_BOOKINGS": _str("RATE_LIMIT_BOOKINGS", "60/minute"),
+        # The waiting room's join (and leave) and its poll, per user: a poll follows the
+        # Retry-After it was given (at least a second), so this is room for a few retries.
+        "RATE_LIMIT_QUEUE_JOIN": _str("RATE_LIMIT_QUEUE_JOIN", "10/minute"),
+        "RATE_LIMIT_QUEUE_POLL": _str("RATE_LIMIT_QUEUE_POLL", "120/minute"),
+        # The waiting room's pacer (services/pacer.py): one worker at a time admits, holding a
+        # lease in Redis, every interval. Automatic pacing (an event's admit_per_minute null)
+        # starts at START_RATE admissions per second and keeps the event's lock wait, as
+        # Little's law estimates it from the lock statistics, under TARGET_LOCK_WAIT_MS,
+        # never above MAX_RATE. 0 interval: no pacing in this process.
+        "WAITING_ROOM_PACE_INTERVAL_SECONDS": _float(
+            "WAITING_ROOM_PACE_INTERVAL_SECONDS", 0.25, minimum=0.0
+        ),
+        "WAITING_ROOM_PACER_LEASE_SECONDS": _float(
+            "WAITING_ROOM_PACER_LEASE_SECONDS", 3.0, minimum=0.5
+        ),
+        "WAITING_ROOM_TARGET_LOCK_WAIT_MS": _float(
+            "WAITING_ROOM_TARGET_LOCK_WAIT_MS", 50.0, minimum=1.0
+        ),
+        "WAITING_ROOM_START_RATE": _float("WAITING_ROOM_START_RATE", 5.0, minimum=0.1),
+        "WAITING_ROOM_MAX_RATE": _float("WAITING_ROOM_MAX_RATE", 500.0, minimum=0.1),
         # Reverse proxies in front of the app that append to X-Forwarded-For; 0 trusts none.
         # Per-address rate limits need the real client address.
         "TRUSTED_PROXIES": _int("TRUSTED_PROXIES", 0),
@@ -196,7 +216,13 @@ def validate(config: dict[str, Any]) -> None:
             parse_host_ports(name, config[name])
     if config.get("REDIS_SENTINELS") and config.get("REDIS_CLUSTER_NODES"):
         raise ConfigError("Set REDIS_SENTINELS or REDIS_CLUSTER_NODES, not both")
-    for name in ("RATE_LIMIT_LOGIN", "RATE_LIMIT_REGISTER", "RATE_LIMIT_BOOKINGS"):
+    for name in (
+        "RATE_LIMIT_LOGIN",
+        "RATE_LIMIT_REGISTER",
+        "RATE_LIMIT_BOOKINGS",
+        "RATE_LIMIT_QUEUE_JOIN",
+        "RATE_LIMIT_QUEUE_POLL",
+    ):
         _check_rate_limit(name, config[name])
 
 

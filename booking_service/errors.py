@@ -206,3 +206,24 @@ SEAT_CHANGE_UNAVAILABLE: tuple[type[DomainError], ...] = (
     DbUnavailable,
     OutcomeUnknown,
 )
+
+
+class SaleNotStarted(DomainError):
+    """Carries ``sale_starts_at``: holds and bookings open then (by Redis' clock)."""
+
+    status, code, title = 409, "sale_not_started", "The sale has not started yet"
+
+
+class QueueRequired(DomainError):
+    """Carries ``queue``: where to join the event's waiting room, and the entry's ``state``
+    when the customer has one (waiting, lapsed, sold_out)."""
+
+    status, code, title = 409, "queue_required", "An admission from the waiting room is needed"
+
+
+class NoWaitingRoom(DomainError):
+    status, code, title = 409, "no_waiting_room", "This event has no waiting room"
+
+
+class QueueEntryNotFound(DomainError):
+    status, code, title = 404, "queue_entry_not_found", "You are not in this event's queue"

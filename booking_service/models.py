@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -175,6 +176,10 @@ class Event(Base):
             "hold_ttl_seconds IS NULL OR hold_ttl_seconds >= 1", name="hold_ttl_positive"
         ),
         CheckConstraint("end_time > start_time", name="ends_after_start"),
+        CheckConstraint(
+            "admit_per_minute IS NULL OR admit_per_minute >= 1", name="admit_rate_positive"
+        ),
+        CheckConstraint("admission_minutes >= 1", name="admission_minutes_positive"),
         Index("ix_events_start_time", "start_time", "id"),
         Index("ix_events_end_time", "end_time"),
         Index("ix_events_organizer_start", "organizer_id", "start_time"),
@@ -197,6 +202,16 @@ class Event(Base):
     max_seats_per_booking: Mapped[int] = mapped_column(Integer, nullable=False, server_default="10")
     # How long a hold lasts on this event; None: HOLD_TTL_SECONDS.
     hold_ttl_seconds: Mapped[int | None] = mapped_column(Integer)
+    # The waiting room (services/waitroom.py): before sale_starts_at holds and bookings are
+    # refused; while waiting_room is on, holding or booking needs an admission from the queue,
+    # paced at admit_per_minute (None: by what the event's lock serves) and valid for
+    # admission_minutes.
+    sale_starts_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    waiting_room: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=text("false")
+    )
+    admit_per_minute: Mapped[int | None] = mapped_column(Integer)
+    admission_minutes: Mapped[int] = mapped_column(Integer, nullable=False, server_default="10")
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
 

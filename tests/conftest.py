@@ -40,6 +40,8 @@ TEST_SETTINGS = {
     "RATE_LIMIT_LOGIN": "100000/minute",
     "RATE_LIMIT_REGISTER": "100000/minute",
     "RATE_LIMIT_BOOKINGS": "100000/minute",
+    "RATE_LIMIT_QUEUE_JOIN": "100000/minute",
+    "RATE_LIMIT_QUEUE_POLL": "100000/minute",
 }
 
 

@@ -175,6 +175,10 @@ EVENT_FIELDS = {
     "is_full",
     "waitlist_length",
     "max_seats_per_booking",
+    "sale_starts_at",
+    "waiting_room",
+    "admit_per_minute",
+    "admission_minutes",
     "hold_ttl_seconds",
     "is_past",
     "is_ongoing",
@@ -196,3 +200,30 @@ def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
     assert isinstance(problem["title"], str) and problem["title"]
     assert isinstance(problem["detail"], str) and problem["detail"]
     return problem
+
+
+def insert_customers(count: int, *, prefix: str = "bulk-") -> list[tuple[int, str]]:
+    """``count`` customers with live tokens, straight into PostgreSQL (registering hundreds
+    over HTTP would time the password hash): [(user id, bearer token)]. Fresh ids each call."""
+    from sqlalchemy import text
+
+    with db.transaction() as session:
+        first = int(session.scalar(text("SELECT coalesce(max(id), 0) FROM users"))) + 1_000_000
+        last = first + count - 1
+        session.execute(
+            text(
+                "INSERT INTO users (id, username, username_key, email, password_hash, role) "
+                "SELECT k, :prefix || k, :prefix || k, k || '@example.com', '!', 'customer' "
+                "FROM generate_series(:first, :last) AS k"
+            ),
+            {"first": first, "last": last, "prefix": prefix},
+        )
+        session.execute(
+            text(
+                "INSERT INTO api_tokens (user_id, token_hash, expires_at) "
+                "SELECT k, encode(sha256(convert_to(k || '.' || :prefix || k, 'UTF8')), 'hex'), "
+                "now() + interval '1 day' FROM generate_series(:first, :last) AS k"
+            ),
+            {"first": first, "last": last, "prefix": prefix},
+        )
+    return [(k, f"{k}.{prefix}{k}") for k in range(first, last + 1)]

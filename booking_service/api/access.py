@@ -35,13 +35,19 @@ def bearer_token() -> str:
 
 
 def auth_required(
-    blp: Blueprint, *roles: Role, event_version_of: str | None = None
+    blp: Blueprint,
+    *roles: Role,
+    event_version_of: str | None = None,
+    event_in_path: str | None = None,
+    queue: bool = False,
 ) -> Callable[[Any], Any]:
     """Require a valid bearer token and, if given, one of ``roles``; documents both.
 
     The token is resolved in one Redis round trip (services/admission.py) together with the
     count of a ``limit_per_user`` below this decorator and, with ``event_version_of`` (a JSON
-    body field holding an event id), the event's change counter, for the view to pass on.
+    body field holding an event id) or ``event_in_path`` (a path parameter), the event's
+    change counter, for the view to pass on; with ``queue`` too, the customer's entry in the
+    event's waiting room.
     """
     check_role = _role_check({role.value for role in roles}) if roles else _any_role
 
@@ -56,7 +62,11 @@ def auth_required(
                 setting, scope = limit_below
                 rate_limit = admission.RateLimit(current_app.config[setting], scope)
             event_id = json_id_field(event_version_of) if event_version_of else None
-            admitted = admission.admit(token=token, rate_limit=rate_limit, event_id=event_id)
+            if event_in_path is not None:
+                event_id = path_id(event_in_path)
+            admitted = admission.admit(
+                token=token, rate_limit=rate_limit, event_id=event_id, queue=queue
+            )
             g.user = check_role(admitted.user)
             g.admission = admitted
             return func(*args, **kwargs)
@@ -107,6 +117,12 @@ def json_id_field(name: str) -> int | None:
     except (RequestEntityTooLarge, RecursionError, ValueError):
         return None
     value = body.get(name) if isinstance(body, dict) else None
+    return value if type(value) is int and 1 <= value <= MAX_ID else None
+
+
+def path_id(name: str) -> int | None:
+    """An id in the request's path (the id rule has bounded it already), None if absent."""
+    value = (request.view_args or {}).get(name)
     return value if type(value) is int and 1 <= value <= MAX_ID else None
 
 

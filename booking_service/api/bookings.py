@@ -29,6 +29,8 @@ from booking_service.errors import (
     EventNotFound,
     EventStarted,
     NotActive,
+    QueueRequired,
+    SaleNotStarted,
     TooManySeats,
     ValidationFailed,
 )
@@ -54,7 +56,7 @@ class Bookings(MethodView):
             page=page,
         )
 
-    @auth_required(blp, Role.CUSTOMER, event_version_of="event_id")
+    @auth_required(blp, Role.CUSTOMER, event_version_of="event_id", queue=True)
     @limit_per_user(blp, setting="RATE_LIMIT_BOOKINGS", scope="bookings")
     @idempotent(blp)
     @blp.arguments(BookingCreateSchema)
@@ -68,6 +70,8 @@ class Bookings(MethodView):
         AlreadyBooked,
         EventStarted,
         EventEnded,
+        SaleNotStarted,
+        QueueRequired,
         *SEAT_CHANGE_UNAVAILABLE,
     )
     def post(self, body: dict[str, Any]) -> tuple[Booking, dict[str, str]]:
@@ -78,6 +82,7 @@ class Bookings(MethodView):
             event_id=body["event_id"],
             seats=body["seats"],
             event_version=admitted.event_version if admitted else None,
+            queue=admitted.queue if admitted else None,
         )
         location = url_for("bookings.BookingDetail", booking_id=booking.id)
         return booking, {"Location": location}
@@ -105,6 +110,8 @@ class BookingDetail(MethodView):
         TooManySeats,
         EventStarted,
         EventEnded,
+        SaleNotStarted,
+        QueueRequired,
         *SEAT_CHANGE_UNAVAILABLE,
     )
     def patch(self, body: dict[str, Any], booking_id: int) -> Booking:
@@ -154,6 +161,8 @@ class ReactivateBooking(MethodView):
         AlreadyBooked,
         EventStarted,
         EventEnded,
+        SaleNotStarted,
+        QueueRequired,
         *SEAT_CHANGE_UNAVAILABLE,
     )
     def post(self, booking_id: int) -> Booking:

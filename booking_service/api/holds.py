@@ -7,7 +7,7 @@ from typing import Any
 from flask import url_for
 from flask.views import MethodView
 
-from booking_service.api.access import auth_required, current_user
+from booking_service.api.access import auth_required, current_admission, current_user
 from booking_service.api.blueprint import ID, Blueprint
 from booking_service.api.idempotency import idempotent
 from booking_service.api.limits import limit_per_user
@@ -30,6 +30,8 @@ from booking_service.errors import (
     HoldLimitReached,
     HoldNotFound,
     HoldNotHeld,
+    QueueRequired,
+    SaleNotStarted,
     TooManySeats,
     ValidationFailed,
 )
@@ -50,7 +52,7 @@ blp = Blueprint(
 
 @blp.route(f"/events/<{ID}:event_id>/holds")
 class EventHolds(MethodView):
-    @auth_required(blp, Role.CUSTOMER)
+    @auth_required(blp, Role.CUSTOMER, event_in_path="event_id", queue=True)
     @limit_per_user(blp, setting="RATE_LIMIT_BOOKINGS", scope="bookings")
     @idempotent(blp)
     @blp.arguments(HoldCreateSchema)
@@ -65,11 +67,20 @@ class EventHolds(MethodView):
         HoldLimitReached,
         EventStarted,
         EventEnded,
+        SaleNotStarted,
+        QueueRequired,
         *SEAT_CHANGE_UNAVAILABLE,
     )
     def post(self, body: dict[str, Any], event_id: int) -> tuple[Hold, dict[str, str]]:
         """Hold seats on an event, all or none, until the hold expires (customers)"""
-        hold = holds.create_hold(customer=current_user(), event_id=event_id, seats=body["seats"])
+        admitted = current_admission()
+        hold = holds.create_hold(
+            customer=current_user(),
+            event_id=event_id,
+            seats=body["seats"],
+            event_version=admitted.event_version if admitted else None,
+            queue=admitted.queue if admitted else None,
+        )
         return hold, {"Location": url_for("holds.HoldDetail", hold_id=hold.id)}
 
 

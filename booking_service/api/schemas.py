@@ -168,6 +168,26 @@ class EventSchema(ma.Schema):
         allow_none=True,
         metadata={"description": "How long a hold lasts on this event; null: the default."},
     )
+    sale_starts_at = timestamp(
+        allow_none=True,
+        metadata={"description": "Holds and bookings before it: 409 sale_not_started."},
+    )
+    waiting_room = ma.fields.Boolean(
+        metadata={
+            "description": "Holding or booking needs an admission from the event's queue "
+            "(POST /api/v1/events/{id}/queue); without one, 409 queue_required."
+        }
+    )
+    admit_per_minute = ma.fields.Integer(
+        allow_none=True,
+        metadata={
+            "description": "Admissions per minute; null: automatic, as fast as the event's "
+            "lock serves while keeping lock waits under WAITING_ROOM_TARGET_LOCK_WAIT_MS."
+        },
+    )
+    admission_minutes = ma.fields.Integer(
+        metadata={"description": "How long an admission lasts; unused, it lapses."}
+    )
     is_past = ma.fields.Method("_is_past", metadata={"type": "boolean"})
     is_ongoing = ma.fields.Method("_is_ongoing", metadata={"type": "boolean"})
     organizer_id = ma.fields.Integer()
@@ -184,6 +204,8 @@ class EventSchema(ma.Schema):
 CAPACITY = {"validate": ma.validate.Range(min=1, max=1_000_000), "strict": True}
 SEATS = {"validate": ma.validate.Range(min=1, max=1_000), "strict": True}
 HOLD_TTL = {"validate": ma.validate.Range(min=10, max=7 * 24 * 3600), "strict": True}
+ADMIT_RATE = {"validate": ma.validate.Range(min=1, max=1_000_000), "strict": True}
+ADMISSION_MINUTES = {"validate": ma.validate.Range(min=1, max=24 * 60), "strict": True}
 
 
 class EventCreateSchema(ma.Schema):
@@ -203,6 +225,19 @@ class EventCreateSchema(ma.Schema):
         metadata={"description": "How long a hold lasts here; null: HOLD_TTL_SECONDS."},
         **HOLD_TTL,
     )
+    sale_starts_at = timestamp(
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "Before start_time; null: on sale at once."},
+    )
+    waiting_room = ma.fields.Boolean(load_default=False)
+    admit_per_minute = ma.fields.Integer(
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "Admissions per minute; null: automatic pacing."},
+        **ADMIT_RATE,
+    )
+    admission_minutes = ma.fields.Integer(load_default=10, **ADMISSION_MINUTES)
 
 
 class EventUpdateSchema(ma.Schema):
@@ -219,6 +254,10 @@ class EventUpdateSchema(ma.Schema):
     )
     max_seats_per_booking = ma.fields.Integer(**SEATS)
     hold_ttl_seconds = ma.fields.Integer(allow_none=True, **HOLD_TTL)
+    sale_starts_at = timestamp(allow_none=True)
+    waiting_room = ma.fields.Boolean()
+    admit_per_minute = ma.fields.Integer(allow_none=True, **ADMIT_RATE)
+    admission_minutes = ma.fields.Integer(**ADMISSION_MINUTES)
 
     @ma.validates_schema
     def _not_empty(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -392,3 +431,48 @@ class HistoryQuerySchema(ma.Schema):
     def _ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
         if data.get("since") and data.get("until") and data["since"] > data["until"]:
             raise ma.ValidationError("Must not be before since.", "until")
+
+
+# --- the waiting room -------------------------------------------------------------------
+
+
+class QueueEntrySchema(ma.Schema):
+    event_id = ma.fields.Integer()
+    state = ma.fields.String(
+        metadata={
+            "enum": ["waiting", "admitted", "lapsed", "sold_out"],
+            "description": "admitted: hold or book until admitted_until; lapsed: the "
+            "admission ran out (join again, at the end); sold_out: no seats and no live "
+            "holds: wait on the waitlist (admission resumes if seats come back).",
+        }
+    )
+    position = ma.fields.Integer(
+        allow_none=True, metadata={"description": "1: next in line; null unless waiting."}
+    )
+    eta_seconds = ma.fields.Integer(
+        allow_none=True,
+        metadata={"description": "Until admission at the current rate; null if unknown."},
+    )
+    admitted_until = timestamp(allow_none=True)
+    waitlist = ma.fields.String(
+        allow_none=True, metadata={"description": "The event's waitlist, once sold out."}
+    )
+
+
+class QueueStatsSchema(ma.Schema):
+    depth = ma.fields.Integer(metadata={"description": "Entries waiting."})
+    active = ma.fields.Integer(metadata={"description": "Admissions not lapsed yet."})
+    admitted = ma.fields.Integer(metadata={"description": "Admissions so far."})
+    admitted_last_minute = ma.fields.Integer()
+    rate_per_minute = ma.fields.Float(
+        allow_none=True, metadata={"description": "The pacer's current admission rate."}
+    )
+    eta_last_seconds = ma.fields.Float(
+        allow_none=True,
+        metadata={"description": "Until the last entry is admitted at that rate."},
+    )
+    sold_out = ma.fields.Boolean()
+    lock_wait_ms = ma.fields.Float(
+        allow_none=True,
+        metadata={"description": "The pacer's estimate of the event's lock wait (Little's law)."},
+    )

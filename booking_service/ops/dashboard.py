@@ -14,6 +14,7 @@ from booking_service import metrics
 from booking_service.database import db
 from booking_service.locking import locks
 from booking_service.models import Event
+from booking_service.ops.scrape_gauges import QueueGauge, hot_queues
 
 QUANTILES = (0.5, 0.95, 0.99)
 
@@ -80,6 +81,8 @@ class DashboardStats:
     lock_waiters: int
     bookings: dict[str, int]
     upcoming: list[CapacityRow]
+    # The deepest open waiting rooms (empty when Redis or PostgreSQL did not answer).
+    queues: list[QueueGauge] = field(default_factory=list)
 
 
 def summarize_histogram(samples: Iterable[tuple[str, dict[str, str], float]]) -> HistogramSummary:
@@ -136,7 +139,15 @@ def dashboard_stats(*, upcoming_limit: int = 10) -> DashboardStats:
         lock_waiters=total("booking_lock_waiters", "booking_lock_waiters"),
         bookings=by_label("bookings", "result", metrics.BOOKING_RESULTS),
         upcoming=fullest_upcoming_events(limit=upcoming_limit),
+        queues=_queues(),
     )
+
+
+def _queues() -> list[QueueGauge]:
+    try:
+        return list(hot_queues())
+    except Exception:  # the dashboard still shows everything else
+        return []
 
 
 def fullest_upcoming_events(*, limit: int = 10) -> list[CapacityRow]:

@@ -16,9 +16,11 @@ from booking_service.database import db
 from booking_service.errors import Unauthorized
 from booking_service.ops import lock_table
 from booking_service.ops.scrape_gauges import (
+    QueueGauge,
     ScrapeState,
     ScrapeTimeCollector,
     UpcomingCapacity,
+    hot_queues,
     upcoming_capacity,
 )
 from booking_service.redis_clients import redis_client
@@ -55,7 +57,16 @@ def _scrape_state() -> ScrapeState:
         dependencies={"postgresql": upcoming is not None, "redis": redis_up},
         capacity=upcoming,
         hot_events=_hot_events() if redis_up else (),
+        queues=_hot_queues() if redis_up and upcoming is not None else (),
     )
+
+
+def _hot_queues() -> tuple[QueueGauge, ...]:
+    try:
+        return hot_queues()
+    except Exception:  # the scrape must still report everything else
+        log.warning("waiting rooms not exported", exc_info=True)
+        return ()
 
 
 def _hot_events() -> tuple[tuple[int, float], ...]:

@@ -10,6 +10,8 @@ from prometheus_client.metrics_core import Metric
 from sqlalchemy import text
 
 from booking_service.database import db
+from booking_service.redis_clients import redis_client, round_trip
+from booking_service.services import pacer, waitroom
 
 # An upcoming event this full raises the capacity alert (deploy/alerts.yml).
 NEAR_CAPACITY_RATIO = 0.9
@@ -53,6 +55,43 @@ def upcoming_capacity(*, near_ratio: float = NEAR_CAPACITY_RATIO) -> UpcomingCap
     )
 
 
+# Waiting rooms exported per event: the deepest few, so the label stays bounded.
+HOT_QUEUES_EXPORTED = 5
+
+
+@dataclass(frozen=True)
+class QueueGauge:
+    """One event's waiting room at scrape time."""
+
+    event_id: int
+    depth: int
+    admitted_per_minute: int
+    active: int
+    eta_seconds: float | None  # of the last entry, at the pacer's current rate
+
+
+def hot_queues(*, limit: int = HOT_QUEUES_EXPORTED) -> tuple[QueueGauge, ...]:
+    """The deepest open waiting rooms (one query, one Redis round trip per node)."""
+    events = pacer.open_queues()
+    if not events:
+        return ()
+    replies = round_trip(redis_client.get(), [waitroom.stats_command(event) for event in events])
+    gauges = []
+    for event, reply in zip(events, replies, strict=True):
+        stats = waitroom.stats_from(reply)
+        gauges.append(
+            QueueGauge(
+                event_id=event.id,
+                depth=stats.depth,
+                admitted_per_minute=stats.admitted_last_minute,
+                active=stats.active,
+                eta_seconds=stats.eta_last_seconds,
+            )
+        )
+    gauges.sort(key=lambda gauge: (gauge.depth, gauge.active), reverse=True)
+    return tuple(gauges[:limit])
+
+
 @dataclass(frozen=True)
 class ScrapeState:
     """What the scrape-time gauges report; ``capacity`` is None when PostgreSQL is down."""
@@ -61,6 +100,8 @@ class ScrapeState:
     capacity: UpcomingCapacity | None
     # (event id, lock requests in the live view's window), hottest first, a handful at most.
     hot_events: tuple[tuple[int, float], ...] = ()
+    # The deepest open waiting rooms, a handful at most.
+    queues: tuple[QueueGauge, ...] = ()
 
 
 class ScrapeTimeCollector:
@@ -122,3 +163,32 @@ class ScrapeTimeCollector:
         for event_id, requests in state.hot_events:
             hot.add_metric([str(event_id)], requests)
         yield hot
+        families = {
+            "depth": GaugeMetricFamily(
+                "booking_waiting_room_depth",
+                "Customers waiting in the queue, for the deepest few waiting rooms.",
+                labels=["event_id"],
+            ),
+            "admitted_per_minute": GaugeMetricFamily(
+                "booking_waiting_room_admitted_per_minute",
+                "Admissions in the last minute, for the same waiting rooms.",
+                labels=["event_id"],
+            ),
+            "active": GaugeMetricFamily(
+                "booking_waiting_room_active_shoppers",
+                "Admissions not lapsed yet, for the same waiting rooms.",
+                labels=["event_id"],
+            ),
+            "eta_seconds": GaugeMetricFamily(
+                "booking_waiting_room_eta_seconds",
+                "Until the last entry is admitted at the current rate, for the same waiting "
+                "rooms (absent while the rate is unknown).",
+                labels=["event_id"],
+            ),
+        }
+        for queue in state.queues:
+            for name, family in families.items():
+                value = getattr(queue, name)
+                if value is not None:
+                    family.add_metric([str(queue.event_id)], float(value))
+        yield from families.values()

@@ -127,6 +127,16 @@ class CapacityRowSchema(ma.Schema):
     )
 
 
+class QueueRowSchema(ma.Schema):
+    event_id = ma.fields.Integer()
+    depth = ma.fields.Integer(metadata={"description": "Customers waiting."})
+    admitted_per_minute = ma.fields.Integer(metadata={"description": "In the last minute."})
+    active = ma.fields.Integer(metadata={"description": "Admissions not lapsed yet."})
+    eta_seconds = ma.fields.Float(
+        allow_none=True, metadata={"description": "Until the last entry is admitted."}
+    )
+
+
 class DashboardStatsSchema(ma.Schema):
     generated_at = timestamp()
     instance = ma.fields.String(
@@ -151,6 +161,10 @@ class DashboardStatsSchema(ma.Schema):
     upcoming = ma.fields.List(
         ma.fields.Nested(CapacityRowSchema),
         metadata={"description": "Upcoming events closest to selling out."},
+    )
+    queues = ma.fields.List(
+        ma.fields.Nested(QueueRowSchema),
+        metadata={"description": "The deepest open waiting rooms."},
     )
 
 

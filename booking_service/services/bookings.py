@@ -28,7 +28,15 @@ from booking_service.errors import (
     LockUnavailable,
 )
 from booking_service.models import Booking, BookingStatus, Event, Role, User
-from booking_service.services import MAX_ID, Page, PageRequest, ledger, paginate, prechecks
+from booking_service.services import (
+    MAX_ID,
+    Page,
+    PageRequest,
+    ledger,
+    paginate,
+    prechecks,
+    waitroom,
+)
 from booking_service.services.snapshots import event_snapshots
 
 ACTIVE = BookingStatus.ACTIVE.value
@@ -63,19 +71,26 @@ def _booking_metrics() -> Iterator[None]:
 
 
 def create_booking(
-    *, customer: User, event_id: int, seats: int = 1, event_version: int | None = None
+    *,
+    customer: User,
+    event_id: int,
+    seats: int = 1,
+    event_version: int | None = None,
+    queue: waitroom.Seen | None = None,
 ) -> Booking:
     """Book ``seats`` on the event for the customer, all or none.
 
     ``event_version``: the event's change counter, if the request already read it
-    (services/admission.py); a snapshot may then refuse without a database read.
+    (services/admission.py); a snapshot may then refuse without a database read. ``queue``:
+    the customer's waiting-room entry, if the request read it there too.
     """
     with _booking_metrics():
         # Cheap rejections: no lock, no write, and mostly no read either (a snapshot).
         event = event_snapshots.recent(event_id, version=event_version, seats=seats)
-        prechecks.refuse_unless_bookable(
-            prechecks.require_event(event, event_id), prechecks.now(), seats
-        )
+        event = prechecks.require_event(event, event_id)
+        prechecks.refuse_unless_open(event, prechecks.now())
+        waitroom.refuse_unless_admitted(event, customer_id=customer.id, seen=queue)
+        prechecks.refuse_unless_bookable(event, prechecks.now(), seats)
         outcome = ledger.run(
             event_id, book := ledger.intent("book", customer_id=customer.id, seats=seats)
         )
@@ -89,11 +104,38 @@ def create_booking(
 
 def _change(customer: User, intent: dict[str, Any]) -> Booking:
     """Apply a change to the customer's booking through the ledger (404 before any lock)."""
-    booking_id = intent["booking"]
+    return ledger.booking_of(ledger.submit(_own_event_id(customer, intent["booking"]), intent))
+
+
+def _change_taking_seats(customer: User, intent: dict[str, Any]) -> Booking:
+    """``_change`` for a change that may take seats (a reactivation, more seats): the
+    event's gate applies first (services/waitroom.py), as to a booking."""
+    event_id = _own_event_id(customer, intent["booking"])
+    _require_admission(customer, event_id, intent["booking"], intent.get("seats"))
+    return ledger.booking_of(ledger.submit(event_id, intent))
+
+
+def _own_event_id(customer: User, booking_id: int) -> int:
     event_id = prechecks.own_event_id(Booking, booking_id, customer.id)
     if event_id is None:
         raise BookingNotFound(f"Booking {booking_id} does not exist.")
-    return ledger.booking_of(ledger.submit(event_id, intent))
+    return event_id
+
+
+def _require_admission(customer: User, event_id: int, booking_id: int, seats: int | None) -> None:
+    """The waiting room's gate for a change of an existing booking that may take seats."""
+    seen = waitroom.read(event_id, customer.id)
+    event = event_snapshots.recent(event_id, version=seen.event_version)
+    if event is None or not waitroom.gated(event):
+        return  # a missing event is the ledger's 404
+    if seats is not None:
+        with db.read_transaction() as session:
+            booked = session.scalar(
+                select(Booking.seats).where(Booking.id == booking_id, Booking.status == ACTIVE)
+            )
+        if booked is not None and seats <= booked:
+            return  # fewer seats only give back: like a cancel, never gated
+    waitroom.refuse_unless_admitted(event, customer_id=customer.id, seen=seen)
 
 
 def cancel_booking(*, customer: User, booking_id: int) -> Booking:
@@ -106,13 +148,13 @@ def change_seats(*, customer: User, booking_id: int, seats: int) -> Booking:
     """Set the seats of an active booking: fewer frees them, more takes them like a booking
     (all or nothing, waitlist first)."""
     change = ledger.intent("change", customer_id=customer.id, booking=booking_id, seats=seats)
-    return _change(customer, change)
+    return _change_taking_seats(customer, change)
 
 
 def reactivate_booking(*, customer: User, booking_id: int) -> Booking:
     """Re-activate a cancelled booking if its seats are free."""
     reactivate = ledger.intent("reactivate", customer_id=customer.id, booking=booking_id)
-    return _change(customer, reactivate)
+    return _change_taking_seats(customer, reactivate)
 
 
 def delete_booking(*, customer: User, booking_id: int) -> None:

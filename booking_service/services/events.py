@@ -25,6 +25,10 @@ EDITABLE_FIELDS = (
     "capacity",
     "max_seats_per_booking",
     "hold_ttl_seconds",
+    "sale_starts_at",
+    "waiting_room",
+    "admit_per_minute",
+    "admission_minutes",
 )
 
 
@@ -34,6 +38,7 @@ def schedule_errors(
     end_time: datetime,
     now: datetime,
     start_changed: bool = True,
+    sale_starts_at: datetime | None = None,
 ) -> dict[str, list[str]]:
     """Return field errors for an event's times (empty when the schedule is valid)."""
     errors: dict[str, list[str]] = {}
@@ -41,6 +46,8 @@ def schedule_errors(
         errors["start_time"] = ["Must be in the future."]
     if end_time <= start_time:
         errors["end_time"] = ["Must be after start_time."]
+    if sale_starts_at is not None and sale_starts_at >= start_time:
+        errors["sale_starts_at"] = ["Must be before start_time."]
     return errors
 
 
@@ -60,9 +67,13 @@ def create_event(
     description: str = "",
     max_seats_per_booking: int = 10,
     hold_ttl_seconds: int | None = None,
+    sale_starts_at: datetime | None = None,
+    waiting_room: bool = False,
+    admit_per_minute: int | None = None,
+    admission_minutes: int = 10,
 ) -> Event:
     """Publish a new event owned by the organizer."""
-    _require_valid_schedule(start_time=start_time, end_time=end_time)
+    _require_valid_schedule(start_time=start_time, end_time=end_time, sale_starts_at=sale_starts_at)
     event = Event(
         organizer_id=organizer.id,
         title=title,
@@ -75,6 +86,10 @@ def create_event(
         waitlist_length=0,
         max_seats_per_booking=max_seats_per_booking,
         hold_ttl_seconds=hold_ttl_seconds,
+        sale_starts_at=sale_starts_at,
+        waiting_room=waiting_room,
+        admit_per_minute=admit_per_minute,
+        admission_minutes=admission_minutes,
         lapsed_hold_seats=0,
     )
     with db.transaction() as session:
@@ -147,11 +162,12 @@ def update_event(*, actor: User, event_id: int, changes: dict[str, Any]) -> Even
 def _apply_event_changes(change: ledger.EventChange, actor: User, changes: dict[str, Any]) -> Event:
     session, event_id = change.session, change.event_id
     event = _own_event(actor, session.get(Event, event_id, with_for_update=True), event_id)
-    if "start_time" in changes or "end_time" in changes:
+    if changes.keys() & {"start_time", "end_time", "sale_starts_at"}:
         _require_valid_schedule(
             start_time=changes.get("start_time", event.start_time),
             end_time=changes.get("end_time", event.end_time),
             start_changed="start_time" in changes and changes["start_time"] != event.start_time,
+            sale_starts_at=changes.get("sale_starts_at", event.sale_starts_at),
         )
     before = {key: _jsonable(getattr(event, key)) for key in changes}
     for key, value in changes.items():

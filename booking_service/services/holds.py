@@ -24,22 +24,42 @@ from booking_service.models import (
     HoldStatus,
     User,
 )
-from booking_service.services import MAX_ID, Page, PageRequest, ledger, paginate, prechecks
+from booking_service.services import (
+    MAX_ID,
+    Page,
+    PageRequest,
+    ledger,
+    paginate,
+    prechecks,
+    waitroom,
+)
 from booking_service.services.snapshots import event_snapshots
 
 HELD = HoldStatus.HELD.value
 
 
-def create_hold(*, customer: User, event_id: int, seats: int) -> Hold:
-    """Hold ``seats`` on the event for the customer, all or none, until it expires."""
+def create_hold(
+    *,
+    customer: User,
+    event_id: int,
+    seats: int,
+    event_version: int | None = None,
+    queue: waitroom.Seen | None = None,
+) -> Hold:
+    """Hold ``seats`` on the event for the customer, all or none, until it expires.
+
+    ``event_version`` and ``queue``: the event's change counter and the customer's
+    waiting-room entry, if the request read them (services/admission.py).
+    """
     # Cheap refusal first, as for a booking: without it every hold tried on a sold-out event
     # queues for the event lock just to be told "full", and in a storm the confirms and
-    # releases behind those refusals time out (503 lock_timeout). A refusing snapshot is
-    # never reused here (no change counter is read), so this reads the event now.
-    shown = event_snapshots.recent(event_id, seats=seats)
-    prechecks.refuse_unless_bookable(
-        prechecks.require_event(shown, event_id), prechecks.now(), seats
+    # releases behind those refusals time out (503 lock_timeout).
+    shown = prechecks.require_event(
+        event_snapshots.recent(event_id, version=event_version, seats=seats), event_id
     )
+    prechecks.refuse_unless_open(shown, prechecks.now())
+    waitroom.refuse_unless_admitted(shown, customer_id=customer.id, seen=queue)
+    prechecks.refuse_unless_bookable(shown, prechecks.now(), seats)
     outcome = ledger.submit(event_id, ledger.intent("hold", customer_id=customer.id, seats=seats))
     metrics.holds_total.labels(outcome="created").inc()
     return ledger.hold_of(outcome)

@@ -132,9 +132,22 @@ class EventSnapshots:
             read_at, event, read_version = cached
             age = time.monotonic() - read_at
             if event.takes_bookings_at(datetime.now(UTC), seats):
-                if age < BOOKABLE_MAX_AGE_SECONDS:
+                # A known counter that moved means the event changed (a waiting room or sale
+                # start set, say, which refuses): read again.
+                if age < BOOKABLE_MAX_AGE_SECONDS and version in (None, read_version):
                     return event
             elif age < self.max_age and version is not None and version == read_version:
+                return event
+        return self.fresh(event_id, version=version)
+
+    def settings_of(self, event_id: int, *, version: int | None) -> Event | None:
+        """The event for its settings only (the waiting room's; services/queue.py): any
+        snapshot read under the same change counter, which every edit of an event bumps, is
+        as good as a read, for up to a minute whichever way its seats stand."""
+        cached = self._snapshots.get(event_id)
+        if cached is not None and version is not None:
+            read_at, event, read_version = cached
+            if version == read_version and time.monotonic() - read_at < BOOKABLE_MAX_AGE_SECONDS:
                 return event
         return self.fresh(event_id, version=version)
 

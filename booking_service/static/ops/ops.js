@@ -213,6 +213,7 @@
     );
     bookingBars(data.bookings);
     upcomingTable(data.upcoming || []);
+    queuesTable(data.queues || []);
   }
 
   function rate(now, before, seconds) {
@@ -472,6 +473,23 @@
     });
     $("upcoming").dataset.rows = String(rows.length);
     $("upcoming-empty").hidden = rows.length > 0;
+  }
+
+  function queuesTable(rows) {
+    var body = document.querySelector("#queues tbody");
+    body.textContent = "";
+    rows.forEach(function (q) {
+      var row = document.createElement("tr");
+      row.dataset.eventId = String(q.event_id);
+      cell(row, "#" + q.event_id, "title");
+      cell(row, fmtInt(q.depth), "num");
+      cell(row, fmtInt(q.admitted_per_minute), "num");
+      cell(row, fmtInt(q.active), "num");
+      cell(row, q.eta_seconds === null ? "–" : Math.round(q.eta_seconds / 60) + " min", "num");
+      body.appendChild(row);
+    });
+    $("queues").dataset.rows = String(rows.length);
+    $("queues-empty").hidden = rows.length > 0;
   }
 
   // --- formatting ------------------------------------------------------------------------
