@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import metrics_overhead, redislock, run, scaleout
+from bench import metrics_overhead, redislock, run, scaleout, waiting_room
 from bench.settings import BENCH_DATABASE_URL, BENCH_REDIS_URL
 
 # name: (module, one line for the list of subcommands)
@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "run": (run, "the scenario table: baselines, S1-S7, targets, JSON and chart"),
     "scaleout": (scaleout, "N instances booking at once, straight or via PgBouncer"),
     "metrics-overhead": (metrics_overhead, "booking throughput with metrics on against off"),
+    "waiting-room": (waiting_room, "S8: a rush through the waiting room, and without it"),
     "redislock": (redislock, "the event lock through python-redis-lock's calls, measured"),
 }
 

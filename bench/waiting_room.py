@@ -1,7 +1,7 @@
 """Benchmark S8, a rush on an event with the waiting room, side by side with the same rush
 without it.
 
-    python -m bench.waiting_room [--customers 20000] [--capacity 2000]
+    python -m bench waiting-room [--customers 20000] [--capacity 2000]
 
 Needs PostgreSQL and Redis (BENCH_DATABASE_URL, BENCH_REDIS_URL; the database is recreated)
 and starts two gunicorn instances itself. The customers are coroutines of one asyncio client
@@ -39,9 +39,9 @@ from typing import Any
 import redis
 from sqlalchemy import create_engine, text
 
-from booking_service import migrate
+from harness.database import recreate_schema
+from harness.instances import AppInstance, start_all, stop_all
 
-ROOT = Path(__file__).resolve().parent.parent
 API = "/api/v1"
 ID_OFFSET = 1_000
 TOKEN_PREFIX = "s8-"
@@ -82,11 +82,8 @@ def token_for(user_id: int) -> str:
 
 
 def prepare(database_url: str, customers: int) -> Any:
-    migrate.ensure_database(database_url)
+    recreate_schema(database_url)
     engine = create_engine(database_url)
-    with engine.begin() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    migrate.upgrade(database_url)
     with engine.begin() as connection:
         connection.execute(
             text(
@@ -171,31 +168,6 @@ def sold(engine: Any, event_id: int) -> int:
                 text("SELECT booked_count FROM events WHERE id = :id"), {"id": event_id}
             )
         )
-
-
-def start_instances(env: dict[str, str], count: int) -> list[tuple[subprocess.Popen[bytes], int]]:
-    started = []
-    for n in range(count):
-        port = 18_300 + n
-        directory = tempfile.mkdtemp(prefix=f"s8-{n}-")
-        process_env = {
-            **os.environ,
-            **env,
-            "BIND": f"127.0.0.1:{port}",
-            "INSTANCE_NAME": f"s8-{n}",
-            "PROMETHEUS_MULTIPROC_DIR": directory,
-            "GUNICORN_KEEPALIVE_SECONDS": "120",
-        }
-        log = open(Path(directory) / "gunicorn.log", "wb")  # noqa: SIM115 - lives with it
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT,
-            env=process_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        started.append((process, port))
-    return started
 
 
 # --- the client ------------------------------------------------------------------------------
@@ -401,18 +373,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "RATE_LIMIT_QUEUE_POLL": "1000000/minute",
         "HOLD_TTL_SECONDS": "600",
     }
-    instances = start_instances(env, 2)
-    pool = Pool([port for _, port in instances], args.connections)
+    instances = [AppInstance(env, name=f"s8-{n}") for n in range(2)]
+    start_all(instances)
+    pool = Pool([instance.port for instance in instances], args.connections)
     try:
-        deadline = time.monotonic() + 60
-        while (await pool.request("GET", "/livez")).status != 200:
-            if time.monotonic() > deadline:
-                raise RuntimeError("instances did not start")
-            await asyncio.sleep(0.5)
         with_room = create_event(engine, capacity=args.capacity, waiting_room=True)
         without = create_event(engine, capacity=args.capacity, waiting_room=False)
 
-        ports = [port for _, port in instances]
+        ports = [instance.port for instance in instances]
         queue_path = f"{API}/events/{with_room}/queue"
         rush = Rush()
         # Every customer's first request (a poll: 404, not in the queue yet) resolves the
@@ -484,14 +452,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "pacing": pacing,
         }
     finally:
-        for process, _ in instances:
-            process.terminate()
-        for process, _ in instances:
-            process.wait(timeout=30)
+        stop_all(instances)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--capacity", type=int, default=2_000)
     # Customers share this many keep-alive connections (latencies are timed on the
@@ -499,7 +463,9 @@ def main() -> None:
     # front of the instances' threads, as 20,000 browsers would, not in this client.
     parser.add_argument("--connections", type=int, default=512)
     parser.add_argument("--max-seconds", type=float, default=240)
-    args = parser.parse_args()
+
+
+def main(args: argparse.Namespace) -> int:
     # A terminated run still stops its instances (the finally in run()).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     result = asyncio.run(run(args))
@@ -525,7 +491,4 @@ def main() -> None:
             f"  {sample['t']:6.1f} {sample['rate_per_s']:7.1f} {sample['lock_wait_ms']:8.1f} "
             f"{sample['admitted']:7d} {sample['waiting']:7d}"
         )
-
-
-if __name__ == "__main__":
-    main()
+    return 0
