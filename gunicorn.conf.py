@@ -66,14 +66,19 @@ def child_exit(server, worker):
 
 
 def post_worker_init(worker):
-    """Sweep expired holds from every worker; a lease in Redis lets one sweep at a time."""
+    """Sweep expired holds and relay webhooks from every worker; a lease in Redis each lets
+    one sweep and one send at a time (WEBHOOK_RELAY_ENABLED=false: no relay here)."""
+    from booking_service.services.relay import relay
     from booking_service.services.sweeper import sweeper
 
     sweeper.start()
+    relay.start()
 
 
 def worker_exit(server, worker):
-    """Hand the sweeper's lease back, so another worker need not wait for it to run out."""
+    """Hand the leases back, so another worker need not wait for them to run out."""
+    from booking_service.services.relay import relay
     from booking_service.services.sweeper import sweeper
 
     sweeper.stop()
+    relay.stop()

@@ -62,6 +62,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from booking_service.ratelimit import limiter
     from booking_service.redis_clients import redis_client
     from booking_service.services import accounts, ledger, sessions
+    from booking_service.services.relay import relay
     from booking_service.services.snapshots import event_snapshots
     from booking_service.services.sweeper import sweeper
 
@@ -85,6 +86,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     accounts.settings.token_ttl = timedelta(hours=app.config["TOKEN_TTL_HOURS"])
     sessions.settings.cache_seconds = app.config["SESSION_CACHE_SECONDS"]
     sweeper.configure(app.config)  # started in gunicorn's workers only (gunicorn.conf.py)
+    from booking_service.api.webhook_payloads import document_payloads, render_data
+
+    relay.configure(app.config, render=render_data)  # started like the sweeper
     accounts.settings.device_ttl = timedelta(days=app.config["DEVICE_TOKEN_TTL_DAYS"])
 
     openapi.init_app(app)
@@ -95,10 +99,19 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     document_schema_rules(openapi)
     from booking_service import ops
-    from booking_service.api import auth, bookings, events, history, holds, waitlist
+    from booking_service.api import auth, bookings, events, history, holds, waitlist, webhooks
 
-    for blueprint in (auth.blp, events.blp, bookings.blp, holds.blp, waitlist.blp, history.blp):
+    for blueprint in (
+        auth.blp,
+        events.blp,
+        bookings.blp,
+        holds.blp,
+        waitlist.blp,
+        history.blp,
+        webhooks.blp,
+    ):
         openapi.register_blueprint(blueprint)
+    document_payloads(openapi)
     ops.register(openapi, app)
     from booking_service.web import problems, request_metrics, security
 
