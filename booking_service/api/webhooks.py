@@ -21,6 +21,7 @@ from booking_service.api.schemas import (
 from booking_service.errors import (
     EventNotFound,
     Forbidden,
+    OutcomeUnknown,
     ValidationFailed,
     WebhookDeliveryNotFound,
     WebhookNotFound,
@@ -50,7 +51,7 @@ class Webhooks(MethodView):
     @auth_required(blp, Role.ORGANIZER)
     @blp.arguments(WebhookCreateSchema)
     @blp.response(201, WebhookWithSecretSchema)
-    @problems(blp, ValidationFailed, WebhookTargetRefused, EventNotFound, Forbidden)
+    @problems(blp, ValidationFailed, WebhookTargetRefused, EventNotFound, Forbidden, OutcomeUnknown)
     def post(self, body: dict[str, Any]) -> WebhookEndpoint:
         """Register an endpoint; the answer shows its signing secret, this once (organizers)"""
         return webhooks.create_endpoint(organizer=current_user(), **body)
@@ -58,7 +59,6 @@ class Webhooks(MethodView):
     @auth_required(blp, Role.ORGANIZER)
     @blp.response(200, WebhookSchema(many=True))
     @paginated(blp)
-    @problems(blp, ValidationFailed)
     def get(self, page: PageRequest) -> Page[WebhookEndpoint]:
         """List my endpoints"""
         return webhooks.list_endpoints(organizer=current_user(), page=page)
@@ -76,7 +76,7 @@ class WebhookDetail(MethodView):
     @auth_required(blp, Role.ORGANIZER)
     @blp.arguments(WebhookUpdateSchema)
     @blp.response(200, WebhookSchema)
-    @problems(blp, ValidationFailed, WebhookNotFound, WebhookTargetRefused)
+    @problems(blp, ValidationFailed, WebhookNotFound, WebhookTargetRefused, OutcomeUnknown)
     def patch(self, body: dict[str, Any], webhook_id: int) -> WebhookEndpoint:
         """Change an endpoint's URL or event types, or enable it again"""
         return webhooks.update_endpoint(
@@ -85,7 +85,7 @@ class WebhookDetail(MethodView):
 
     @auth_required(blp, Role.ORGANIZER)
     @blp.response(204)
-    @problems(blp, WebhookNotFound)
+    @problems(blp, WebhookNotFound, OutcomeUnknown)
     def delete(self, webhook_id: int) -> None:
         """Delete an endpoint, with its undelivered messages and its delivery log"""
         webhooks.delete_endpoint(organizer=current_user(), endpoint_id=webhook_id)
@@ -95,7 +95,7 @@ class WebhookDetail(MethodView):
 class RotateSecret(MethodView):
     @auth_required(blp, Role.ORGANIZER)
     @blp.response(200, WebhookWithSecretSchema)
-    @problems(blp, WebhookNotFound)
+    @problems(blp, WebhookNotFound, OutcomeUnknown)
     def post(self, webhook_id: int) -> WebhookEndpoint:
         """Replace the signing secret at once; the answer shows the new one, this once"""
         return webhooks.rotate_secret(organizer=current_user(), endpoint_id=webhook_id)
@@ -106,7 +106,7 @@ class Deliveries(MethodView):
     @auth_required(blp, Role.ORGANIZER)
     @blp.response(200, WebhookDeliverySchema(many=True))
     @paginated(blp)
-    @problems(blp, ValidationFailed, WebhookNotFound)
+    @problems(blp, WebhookNotFound)
     def get(self, webhook_id: int, page: PageRequest) -> Page[WebhookDelivery]:
         """List an endpoint's delivery attempts, newest first: time, result, status, latency
         and the first 1 KB of each answer"""
@@ -117,7 +117,7 @@ class Deliveries(MethodView):
 class RetryDelivery(MethodView):
     @auth_required(blp, Role.ORGANIZER)
     @blp.response(202, WebhookMessageSchema)
-    @problems(blp, WebhookNotFound, WebhookDeliveryNotFound)
+    @problems(blp, WebhookNotFound, WebhookDeliveryNotFound, OutcomeUnknown)
     def post(self, webhook_id: int, delivery_id: int) -> WebhookMessage:
         """Send that attempt's message again, with the same webhook-id, at the relay's next
         round"""

@@ -22,6 +22,7 @@ from booking_service.ops.scrape_gauges import (
     upcoming_capacity,
 )
 from booking_service.redis_clients import redis_client
+from booking_service.services.relay import OutboxState, outbox_state
 from booking_service.web.problems import problem_response
 
 blp = Blueprint("ops", __name__, description="Health and metrics")
@@ -55,7 +56,17 @@ def _scrape_state() -> ScrapeState:
         dependencies={"postgresql": upcoming is not None, "redis": redis_up},
         capacity=upcoming,
         hot_events=_hot_events() if redis_up else (),
+        outbox=_outbox() if upcoming is not None else None,
     )
+
+
+def _outbox() -> OutboxState | None:
+    """The webhook outbox's lag and backlog (services/relay.py)."""
+    try:
+        return outbox_state()
+    except Exception:  # the scrape must still report everything else
+        log.warning("webhook outbox not exported", exc_info=True)
+        return None
 
 
 def _hot_events() -> tuple[tuple[int, float], ...]:

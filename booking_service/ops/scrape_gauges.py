@@ -10,6 +10,7 @@ from prometheus_client.metrics_core import Metric
 from sqlalchemy import text
 
 from booking_service.database import db
+from booking_service.services.relay import OutboxState
 
 # An upcoming event this full raises the capacity alert (deploy/alerts.yml).
 NEAR_CAPACITY_RATIO = 0.9
@@ -61,6 +62,8 @@ class ScrapeState:
     capacity: UpcomingCapacity | None
     # (event id, lock requests in the live view's window), hottest first, a handful at most.
     hot_events: tuple[tuple[int, float], ...] = ()
+    # The webhook outbox (services/relay.py); None when it could not be read.
+    outbox: OutboxState | None = None
 
 
 class ScrapeTimeCollector:
@@ -122,3 +125,29 @@ class ScrapeTimeCollector:
         for event_id, requests in state.hot_events:
             hot.add_metric([str(event_id)], requests)
         yield hot
+        if state.outbox is not None:
+            outbox = state.outbox
+            for name, help_text, value in (
+                (
+                    "booking_webhook_outbox_lag_seconds",
+                    "Age of the oldest undelivered webhook message (0: none), retries included.",
+                    outbox.lag,
+                ),
+                (
+                    "booking_webhook_outbox_overdue_seconds",
+                    "How long the most overdue due delivery attempt has waited for the relay "
+                    "(0: none): the relay's own lag, whatever the receivers answer.",
+                    outbox.overdue,
+                ),
+                (
+                    "booking_webhook_outbox_pending",
+                    "Undelivered webhook messages of enabled endpoints.",
+                    outbox.pending,
+                ),
+                (
+                    "booking_webhook_endpoints_disabled",
+                    "Webhook endpoints disabled (by a 410 Gone answer or their owner).",
+                    outbox.disabled,
+                ),
+            ):
+                yield GaugeMetricFamily(name, help_text, value=float(value))

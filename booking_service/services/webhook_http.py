@@ -22,6 +22,7 @@ import threading
 import time
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from booking_service.errors import WebhookTargetRefused
@@ -54,6 +55,8 @@ class Target:
     host: str
     port: int
     address: str
+    family: int
+    sockaddr: tuple[Any, ...]
 
 
 @dataclass(frozen=True)
@@ -98,14 +101,22 @@ def resolve(url: str) -> Target:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
         raise WebhookTargetRefused(f"The host {host!r} does not resolve.") from None
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
     if not settings.allow_private:
-        for address in addresses:
+        for info in infos:
+            address = str(info[4][0])
             if not _public(ipaddress.ip_address(address.split("%")[0])):
                 raise WebhookTargetRefused(
                     f"The host {host!r} resolves to {address}, which is not a public address."
                 )
-    return Target(url=parts, host=host, port=port, address=addresses[0])
+    family, _, _, _, sockaddr = infos[0]
+    return Target(
+        url=parts,
+        host=host,
+        port=port,
+        address=str(sockaddr[0]),
+        family=family,
+        sockaddr=tuple(sockaddr),
+    )
 
 
 def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -178,16 +189,28 @@ def _cut(connection: http.client.HTTPConnection, cut: threading.Event) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
+def _connect(target: Target, timeout: float | None) -> socket.socket:
+    """A socket connected to the checked address itself: no second name lookup."""
+    sock = socket.socket(target.family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.connect(target.sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class _PinnedHTTPConnection(http.client.HTTPConnection):
     """Connects to the checked address; the Host header still names the URL's host."""
 
     def __init__(self, target: Target, *, timeout: float) -> None:
         super().__init__(target.host, target.port, timeout=timeout)
-        self._address = target.address
+        self._target = target
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = _connect(self._target, self.timeout)
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
@@ -197,8 +220,8 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         super().__init__(
             target.host, target.port, timeout=timeout, context=ssl.create_default_context()
         )
-        self._address = target.address
+        self._target = target
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
+        sock = _connect(self._target, self.timeout)
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
