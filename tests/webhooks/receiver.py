@@ -22,6 +22,7 @@ class Received:
     body: bytes
     verified: bool
     arrived: float
+    began: float = 0.0
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -61,7 +62,8 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            def do_POST(self) -> None:  # the http.server API
+                began = time.monotonic()
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 headers = {key.lower(): value for key, value in self.headers.items()}
                 with receiver._lock:
@@ -75,7 +77,7 @@ class Receiver:
                     verified = receiver.verify(body, headers)
                     with receiver._lock:
                         receiver.received.append(
-                            Received(headers, body, verified, time.monotonic())
+                            Received(headers, body, verified, time.monotonic(), began)
                         )
                     self.send_response(receiver.status)
                     for name, value in receiver.headers_out.items():
