@@ -8,7 +8,7 @@ from typing import Any
 import marshmallow as ma
 from flask_smorest import Api
 
-from booking_service.api.fields import encodable, id_field, text_field, username_field
+from booking_service.api.fields import encodable, id_field, no_nul, text_field, username_field
 from booking_service.models import BookingStatus, Event, HoldStatus, WaitlistEntry, WaitlistStatus
 from booking_service.services.events import WHEN_FILTERS
 from booking_service.services.history import ACTIONS, ENTITY_TYPES
@@ -415,6 +415,17 @@ _URL_DESCRIPTION = (
 )
 
 
+def webhook_url(**kwargs: Any) -> ma.fields.Url:
+    """An absolute http(s) URL (the address rules are the service's: webhook_target_refused)."""
+    return ma.fields.Url(
+        schemes={"http", "https"},
+        require_tld=False,
+        validate=[ma.validate.Length(max=2000), no_nul, encodable],
+        metadata={"description": _URL_DESCRIPTION},
+        **kwargs,
+    )
+
+
 class WebhookSchema(ma.Schema):
     id = ma.fields.Integer(dump_only=True)
     url = ma.fields.String()
@@ -440,9 +451,7 @@ class WebhookWithSecretSchema(WebhookSchema):
 
 
 class WebhookCreateSchema(ma.Schema):
-    url = text_field(
-        max_length=2000, required=True, blank=False, metadata={"description": _URL_DESCRIPTION}
-    )
+    url = webhook_url(required=True)
     event_types = ma.fields.List(
         _EVENT_TYPE, required=True, validate=ma.validate.Length(min=1, max=len(EVENT_TYPES))
     )
@@ -454,7 +463,7 @@ class WebhookCreateSchema(ma.Schema):
 
 
 class WebhookUpdateSchema(ma.Schema):
-    url = text_field(max_length=2000, blank=False, metadata={"description": _URL_DESCRIPTION})
+    url = webhook_url()
     event_types = ma.fields.List(
         _EVENT_TYPE, validate=ma.validate.Length(min=1, max=len(EVENT_TYPES))
     )

@@ -81,6 +81,9 @@ def test_only_the_owner_sees_an_endpoint_and_only_organizers_register(
         {"url": "https://example.com/h", "event_types": ["booking.deleted"]},
         {"url": "", "event_types": ["booking.created"]},
         {"event_types": ["booking.created"]},
+        {"url": "ftp://example.com/hook", "event_types": ["booking.created"]},
+        {"url": "file:///etc/passwd", "event_types": ["booking.created"]},
+        {"url": "example.com/hook", "event_types": ["booking.created"]},
     ],
 )
 def test_invalid_bodies(client: FlaskClient, body: dict[str, Any]) -> None:
@@ -96,7 +99,7 @@ def test_invalid_bodies(client: FlaskClient, body: dict[str, Any]) -> None:
         "http://127.0.0.1:8080/hook",  # loopback
         "https://localhost/hook",
         "https://[::1]/hook",
-        "https://[::ffff:127.0.0.1]/hook",  # loopback, IPv4-mapped
+        "https://[::ffff:7f00:1]/hook",  # loopback, IPv4-mapped
         "https://10.1.2.3/hook",  # private
         "https://192.168.0.10/hook",
         "https://172.16.5.4/hook",
@@ -105,8 +108,6 @@ def test_invalid_bodies(client: FlaskClient, body: dict[str, Any]) -> None:
         "https://[fd00:ec2::254]/hook",  # metadata, unique local
         "https://0.0.0.0/hook",
         "https://user:pass@example.com/hook",  # credentials
-        "ftp://example.com/hook",
-        "file:///etc/passwd",
     ],
 )
 def test_private_targets_and_other_schemes_are_refused_at_registration(
