@@ -41,7 +41,7 @@ from standardwebhooks import Webhook
 from booking_service import metrics
 from booking_service.database import db
 from booking_service.errors import DomainError
-from booking_service.models import MessageStatus, WebhookDelivery
+from booking_service.models import MessageStatus
 from booking_service.redis_clients import REDIS_ERRORS, redis_client
 from booking_service.services import webhook_http
 
@@ -96,12 +96,19 @@ _HEAD = text(
      LIMIT 1
     """
 )
+# One attempt's record and its message's new state, in one statement (one round trip).
 _SETTLE = text(
     """
-    UPDATE webhook_messages
-       SET attempts = attempts + 1, status = :status, next_attempt_at = :next_attempt_at,
-           delivered_at = CASE WHEN :status = 'delivered' THEN now() END
-     WHERE id = :id AND status = 'pending'
+    WITH settled AS (
+        UPDATE webhook_messages
+           SET attempts = attempts + 1, status = :status, next_attempt_at = :next_attempt_at,
+               delivered_at = CASE WHEN :status = 'delivered' THEN now() END
+         WHERE id = :message_id AND status = 'pending'
+    )
+    INSERT INTO webhook_deliveries (message_id, endpoint_id, attempt, attempted_at, result,
+                                    status_code, latency_ms, response_body, error)
+    VALUES (:message_id, :endpoint_id, :attempt, :attempted_at, :result, :status_code,
+            :latency_ms, :response_body, :error)
     """
 )
 _DISABLE = text(
@@ -225,8 +232,10 @@ class WebhookRelay:
         return attempts
 
     def _head(self, endpoint_id: int, event_id: int) -> Head | None:
-        with db.read_transaction() as session:
-            row = session.execute(_HEAD, {"endpoint_id": endpoint_id, "event_id": event_id}).first()
+        with db.single_statement() as connection:  # one round trip
+            row = connection.execute(
+                _HEAD, {"endpoint_id": endpoint_id, "event_id": event_id}
+            ).first()
         return Head(**row._mapping) if row is not None else None
 
     def _send(self, endpoint_id: int, head: Head) -> bool:
@@ -266,25 +275,26 @@ class WebhookRelay:
                 status = MessageStatus.FAILED.value
             else:
                 next_attempt_at = sent_at + timedelta(seconds=self.retry_seconds[attempt - 1])
-        with db.transaction() as session:
-            session.add(
-                WebhookDelivery(
-                    message_id=head.id,
-                    endpoint_id=endpoint_id,
-                    attempt=attempt,
-                    attempted_at=sent_at,
-                    result=answer.result,
-                    status_code=answer.status_code,
-                    latency_ms=answer.latency_ms,
-                    response_body=answer.body,
-                    error=answer.error,
-                )
-            )
-            session.execute(
-                _SETTLE, {"id": head.id, "status": status, "next_attempt_at": next_attempt_at}
-            )
-            if answer.result == "gone":
+        settle = {
+            "message_id": head.id,
+            "endpoint_id": endpoint_id,
+            "attempt": attempt,
+            "attempted_at": sent_at,
+            "result": answer.result,
+            "status_code": answer.status_code,
+            "latency_ms": answer.latency_ms,
+            "response_body": answer.body,
+            "error": answer.error,
+            "status": status,
+            "next_attempt_at": next_attempt_at,
+        }
+        if answer.result == "gone":
+            with db.transaction() as session:
+                session.execute(_SETTLE, settle)
                 session.execute(_DISABLE, {"id": endpoint_id, "reason": "410 Gone"})
+        else:
+            with db.single_write() as connection:
+                connection.execute(_SETTLE, settle)
         if answer.result == "gone":
             log.warning("webhook endpoint %s answered 410 Gone: disabled", endpoint_id)
         elif status == MessageStatus.FAILED.value:
