@@ -4,12 +4,20 @@ deliveries per second to a local receiver.
     python -m bench.webhooks [--rounds 3] [--capacity 3000] [--clients 64] [--messages 3000]
 
 S1 is bench/run.py's sell-out (wrk, bench/lua/booking.lua, one hot event, a new customer per
-request) through two gunicorn instances. Rounds alternate without and with one endpoint of the
-event's organizer subscribed to every type, so drift on a shared machine hits both alike; the
-relay runs in both (WEBHOOK_RELAY_ENABLED's default) and, with the endpoint, delivers to a
-loopback receiver while the sale runs. The rate is the database's (first to last booking).
-Then the relay alone: ``--messages`` messages written to the outbox over 50 events at once,
-timed from the first delivery to the last, as the receiver counts them.
+request) through two gunicorn instances, three ways, in turn, each way first once in three
+rounds so that drift on a shared machine hits all alike:
+
+- without: no endpoint;
+- outbox: one endpoint of the event's organizer subscribed to every type, the relays paused
+  (this process holds their lease in Redis): the cost of writing the messages in the sale's
+  statement;
+- delivering: the same with the relays running, delivering to a loopback receiver while the
+  sale runs (what production sees, on the same two cores).
+
+The rate is the database's (first to last booking). Then the ledger's statement alone,
+without and with the endpoint, per call on one connection; then the relay alone: ``--messages``
+messages written to the outbox over 50 events at once, timed from the first delivery to the
+last, as the receiver counts them.
 
 BENCH_DATABASE_URL and BENCH_REDIS_URL choose where (bench/settings.py); the database is
 recreated.
@@ -32,7 +40,9 @@ from bench import db
 from bench.cluster import Cluster
 from bench.load import run_wrk
 from bench.settings import BENCH_DATABASE_URL, BENCH_REDIS_URL
+from booking_service.services import ledger
 from booking_service.services.outbox import EVENT_TYPES
+from booking_service.services.relay import LEASE_KEY
 from booking_service.services.webhooks import new_secret
 
 CUSTOMERS = 20_000
@@ -171,6 +181,39 @@ def relay_rate(engine: Engine, receiver: CountingReceiver, messages: int) -> dic
     }
 
 
+def statement_cost(engine: Engine, *, intents: int, rounds: int) -> dict[str, Any]:
+    """The ledger's statement alone, one booking per call on one connection, without and with
+    the endpoint in turn: microseconds per call (no HTTP, no Redis, no relay)."""
+    per_call: dict[str, list[float]] = {"without": [], "with": []}
+    customer = 1
+    for round_ in range(rounds):
+        for way in ("without", "with") if round_ % 2 == 0 else ("with", "without"):
+            unsubscribe(engine)
+            if way == "with":
+                subscribe(engine, "http://127.0.0.1:9/unused")
+            [event] = db.create_events(engine, count=1, capacity=intents, title="statement")
+            with engine.connect() as connection:
+                connection.execution_options(isolation_level="AUTOCOMMIT")
+                started = time.perf_counter()
+                for _ in range(intents):
+                    book = ledger.intent(
+                        "book", customer_id=db.CUSTOMER_ID_OFFSET + customer, seats=1
+                    )
+                    ledger.apply(connection, event, [{**book, "unqueued": True}])
+                    customer = customer % CUSTOMERS + 1
+                elapsed = time.perf_counter() - started
+            per_call[way].append(round(elapsed / intents * 1e6, 1))
+    unsubscribe(engine)
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM webhook_messages"))
+    medians = {way: statistics.median(values) for way, values in per_call.items()}
+    return {
+        "microseconds_per_call": per_call,
+        "median": medians,
+        "calls_per_second_ratio": round(medians["without"] / medians["with"], 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="S1 runs each way")
@@ -193,41 +236,52 @@ def main() -> None:
         "WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
     }
     cluster = Cluster(env, workers=args.workers, threads=8, clients=args.clients)
-    runs: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
+    ways = ("without", "outbox", "delivering")
+    runs: dict[str, list[dict[str, Any]]] = {way: [] for way in ways}
+    lease = redis.Redis.from_url(BENCH_REDIS_URL)
     try:
         cluster.start("redis")
         s1(engine, cluster, capacity=500, clients=args.clients)  # warm-up
         for round_ in range(args.rounds):
-            for way in ("without", "with") if round_ % 2 == 0 else ("with", "without"):
+            for way in ways[round_ % 3 :] + ways[: round_ % 3]:  # each way goes first once
                 unsubscribe(engine)
-                if way == "with":
+                if way != "without":
                     subscribe(engine, receiver.url)
+                if way == "outbox":  # the relays wait: this process holds their lease
+                    lease.set(LEASE_KEY, "bench", px=600_000)
                 run = s1(engine, cluster, capacity=args.capacity, clients=args.clients)
-                if way == "with":
+                lease.delete(LEASE_KEY)
+                if way != "without":
                     wait_drained(engine, timeout=300)  # before the next run, not during it
                 runs[way].append(run)
                 print(json.dumps({"way": way, **run}), flush=True)
+        statement = statement_cost(engine, intents=2000, rounds=4)
+        print(json.dumps({"statement": statement}), flush=True)
         unsubscribe(engine)
         subscribe(engine, receiver.url)
         relay = relay_rate(engine, receiver, args.messages)
     finally:
+        lease.delete(LEASE_KEY)
         cluster.stop()
         receiver.server.shutdown()
-    medians = {
-        way: statistics.median(run["bookings_per_second"] for run in items)
-        for way, items in runs.items()
-    }
-    # Each round ran both ways back to back: its ratio is the least disturbed by drift.
-    pairs = [
-        round(w["bookings_per_second"] / wo["bookings_per_second"], 3)
-        for w, wo in zip(runs["with"], runs["without"], strict=True)
-    ]
+
+    def ratios(way: str) -> list[float]:
+        # Each round ran every way back to back: its ratio is the least disturbed by drift.
+        return [
+            round(w["bookings_per_second"] / wo["bookings_per_second"], 3)
+            for w, wo in zip(runs[way], runs["without"], strict=True)
+        ]
+
     summary = {
-        "s1_without_endpoint": medians["without"],
-        "s1_with_endpoint": medians["with"],
-        "ratio_of_medians": round(medians["with"] / medians["without"], 3),
-        "ratio_per_round": pairs,
-        "median_ratio_per_round": statistics.median(pairs),
+        "s1_bookings_per_second_median": {
+            way: statistics.median(run["bookings_per_second"] for run in items)
+            for way, items in runs.items()
+        },
+        "outbox_vs_without_per_round": ratios("outbox"),
+        "delivering_vs_without_per_round": ratios("delivering"),
+        "outbox_vs_without_median": statistics.median(ratios("outbox")),
+        "delivering_vs_without_median": statistics.median(ratios("delivering")),
+        "statement": statement,
         "relay": relay,
         "runs": runs,
     }

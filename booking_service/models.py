@@ -544,9 +544,10 @@ class WebhookMessage(Base):
     # Order of the messages of one endpoint and event is the id's order: they are written
     # under the event's row lock.
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    endpoint_id: Mapped[int] = mapped_column(
-        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), nullable=False
-    )
+    # No foreign key: its check would lock the endpoint's row (FOR KEY SHARE, a heap write)
+    # in every sale's transaction. Deleting an endpoint deletes its messages; the purge
+    # removes any written meanwhile (services/webhooks.py).
+    endpoint_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     event_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     type: Mapped[str] = mapped_column(String(32), nullable=False)
     # The resource as stored at commit; the relay renders it with the API's schema.

@@ -39,7 +39,7 @@ TEST_SETTINGS = {
     "RATE_LIMIT_BOOKINGS": "100000/minute",
 }
 
-TABLES = "history_entries, bookings, events, api_tokens, users, seat_intents"
+TABLES = "history_entries, bookings, events, api_tokens, users, seat_intents, webhook_messages"
 
 
 def _recreate_schema(url: str) -> None:

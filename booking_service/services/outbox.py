@@ -47,15 +47,13 @@ RESOURCE_OF_TYPE = {type_: type_.partition(".")[0] for type_ in EVENT_TYPES}
 RESOURCE_OF_TYPE.update({"waitlist.offered": "waitlist_entry"})
 RESOURCE_OF_TYPE.update({"waitlist.offer_lapsed": "waitlist_entry"})
 
-# ``hooks``: {type: [endpoint id, ...]} for the event ``ev``, NULL when nobody subscribes.
-# One probe of ix_webhook_endpoints_organizer_enabled per batch.
+# ``hooks``: {endpoint id: [type, ...]} of the event ``ev``, NULL when nobody subscribes. One
+# probe of ix_webhook_endpoints_organizer_enabled per batch.
 HOOKS_SQL = """
-    SELECT jsonb_object_agg(t, ids) INTO hooks
-      FROM (SELECT t, jsonb_agg(e.id ORDER BY e.id) AS ids
-              FROM webhook_endpoints e, unnest(e.event_types) AS t
-             WHERE e.organizer_id = ev.organizer_id AND e.enabled
-               AND (e.event_id IS NULL OR e.event_id = ev.id)
-             GROUP BY t) subscribed;"""
+    SELECT jsonb_object_agg(e.id, to_jsonb(e.event_types)) INTO hooks
+      FROM webhook_endpoints e
+     WHERE e.organizer_id = ev.organizer_id AND e.enabled
+       AND (e.event_id IS NULL OR e.event_id = ev.id);"""
 
 
 def check_type(type_: str) -> None:
@@ -67,10 +65,10 @@ def emit_sql(type_: str, data: str) -> str:
     """PL/pgSQL writing one message of ``type_`` per subscribed endpoint of ``ev``; ``data`` is
     a jsonb SQL expression, evaluated only when someone subscribes."""
     check_type(type_)
-    return f"""IF hooks ? '{type_}' THEN
+    return f"""IF hooks IS NOT NULL THEN
                     INSERT INTO webhook_messages (endpoint_id, event_id, type, data)
-                    SELECT value::bigint, ev.id, '{type_}', {data}
-                      FROM jsonb_array_elements_text(hooks->'{type_}');
+                    SELECT key::bigint, ev.id, '{type_}', {data}
+                      FROM jsonb_each(hooks) WHERE value ? '{type_}';
                 END IF;"""
 
 

@@ -14,7 +14,7 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from booking_service.database import db
@@ -101,6 +101,7 @@ def delete_endpoint(*, organizer: User, endpoint_id: int) -> None:
     """Delete the endpoint with its messages and their attempts."""
     with db.transaction() as session:
         session.delete(_own_endpoint(session, organizer, endpoint_id, for_update=True))
+        session.execute(delete(WebhookMessage).where(WebhookMessage.endpoint_id == endpoint_id))
 
 
 def rotate_secret(*, organizer: User, endpoint_id: int) -> WebhookEndpoint:
@@ -150,7 +151,8 @@ def retry_delivery(*, organizer: User, endpoint_id: int, delivery_id: int) -> We
 
 def purge_settled(*, older_than: timedelta, batch_size: int = 1000) -> int:
     """Delete delivered and failed messages (with their attempts) and attempts older than
-    ``older_than``, a batch per transaction; how many rows."""
+    ``older_than``, and messages whose endpoint is gone, a batch per transaction; how many
+    rows."""
     deleted = 0
     settled = (MessageStatus.DELIVERED.value, MessageStatus.FAILED.value)
     for table, old in (
@@ -159,9 +161,15 @@ def purge_settled(*, older_than: timedelta, batch_size: int = 1000) -> int:
     ):
         while True:
             with db.transaction() as session:
-                oldest = select(table.id).where(old < func.now() - older_than)
+                old_enough = old < func.now() - older_than
+                oldest = select(table.id).where(old_enough)
                 if table is WebhookMessage:
-                    oldest = oldest.where(WebhookMessage.status.in_(settled))
+                    # A sale that read an endpoint just before its deletion may have left a
+                    # message to nobody: it goes whatever its age.
+                    oldest = select(table.id).where(
+                        (WebhookMessage.status.in_(settled) & old_enough)
+                        | ~exists().where(WebhookEndpoint.id == WebhookMessage.endpoint_id)
+                    )
                 count = session.execute(
                     delete(table).where(table.id.in_(oldest.limit(batch_size)))
                 ).rowcount
