@@ -66,19 +66,24 @@ def child_exit(server, worker):
 
 
 def post_worker_init(worker):
-    """Sweep expired holds and pace the waiting rooms from every worker; a lease in Redis
-    lets one sweep (and one pace) at a time."""
+    """Sweep expired holds, pace the waiting rooms and relay webhooks from every worker; a
+    lease in Redis each lets one sweep, one pace and one send at a time
+    (WEBHOOK_RELAY_ENABLED=false: no relay here)."""
     from booking_service.services.pacer import pacer
+    from booking_service.services.relay import relay
     from booking_service.services.sweeper import sweeper
 
     sweeper.start()
     pacer.start()
+    relay.start()
 
 
 def worker_exit(server, worker):
-    """Hand the sweeper's and the pacer's leases back, so another worker need not wait."""
+    """Hand the leases back, so another worker need not wait for them to run out."""
     from booking_service.services.pacer import pacer
+    from booking_service.services.relay import relay
     from booking_service.services.sweeper import sweeper
 
     sweeper.stop()
     pacer.stop()
+    relay.stop()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import metrics_overhead, redislock, run, scaleout, waiting_room
+from bench import metrics_overhead, redislock, run, scaleout, waiting_room, webhooks
 from bench.settings import BENCH_DATABASE_URL, BENCH_REDIS_URL
 
 # name: (module, one line for the list of subcommands)
@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "scaleout": (scaleout, "N instances booking at once, straight or via PgBouncer"),
     "metrics-overhead": (metrics_overhead, "booking throughput with metrics on against off"),
     "waiting-room": (waiting_room, "S8: a rush through the waiting room, and without it"),
+    "webhooks": (webhooks, "S1 with one subscribed webhook endpoint against none; the relay"),
     "redislock": (redislock, "the event lock through python-redis-lock's calls, measured"),
 }
 

@@ -71,6 +71,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from booking_service.redis_clients import redis_client
     from booking_service.services import accounts, ledger, sessions
     from booking_service.services.pacer import pacer
+    from booking_service.services.relay import relay
     from booking_service.services.snapshots import event_snapshots
     from booking_service.services.sweeper import sweeper
 
@@ -91,6 +92,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     sessions.settings.cache_seconds = app.config["SESSION_CACHE_SECONDS"]
     sweeper.configure(app.config)  # started in gunicorn's workers only (gunicorn.conf.py)
     pacer.configure(app.config)  # the same
+    from booking_service.api.webhook_payloads import document_payloads, render_data
+
+    relay.configure(app.config, render=render_data)  # started like the sweeper
     accounts.settings.device_ttl = timedelta(days=app.config["DEVICE_TOKEN_TTL_DAYS"])
 
     openapi.init_app(app)
@@ -101,7 +105,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     document_schema_rules(openapi)
     from booking_service import ops
-    from booking_service.api import auth, bookings, events, history, holds, queue, waitlist
+    from booking_service.api import (
+        auth,
+        bookings,
+        events,
+        history,
+        holds,
+        queue,
+        waitlist,
+        webhooks,
+    )
 
     for blueprint in (
         auth.blp,
@@ -111,8 +124,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         waitlist.blp,
         queue.blp,
         history.blp,
+        webhooks.blp,
     ):
         openapi.register_blueprint(blueprint)
+    document_payloads(openapi)
     ops.register(openapi, app)
     from booking_service.web import problems, request_metrics, security
 

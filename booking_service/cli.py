@@ -12,7 +12,7 @@ from booking_service import migrate, usernames
 from booking_service.database import db
 from booking_service.errors import UsernameTaken, ValidationFailed
 from booking_service.models import Booking, BookingStatus, Event, Role, User
-from booking_service.services import accounts, idempotency, invariants, ledger
+from booking_service.services import accounts, idempotency, invariants, ledger, webhooks
 
 DEMO_PASSWORD = "demo-password"
 DEMO_ORGANIZERS = [("alice", "Alice Events Ltd"), ("bob", "Bob's Venues")]
@@ -99,6 +99,16 @@ def purge_seat_intents(batch_size: int) -> None:
     click.echo(f"deleted {deleted} seat intent journal row(s)")
 
 
+@click.command("purge-webhook-deliveries")
+@_batch_size
+def purge_webhook_deliveries(batch_size: int) -> None:
+    """Delete delivered and failed webhook messages and delivery attempts older than
+    WEBHOOK_DELIVERY_RETENTION_DAYS (run it daily, with purge-idempotency-keys)."""
+    retention = timedelta(days=current_app.config["WEBHOOK_DELIVERY_RETENTION_DAYS"])
+    deleted = webhooks.purge_settled(older_than=retention, batch_size=batch_size)
+    click.echo(f"deleted {deleted} webhook message(s) and delivery attempt(s)")
+
+
 def _demo_user(username: str, role: Role, organization: str | None = None) -> User:
     try:
         return accounts.register(
@@ -170,5 +180,6 @@ def register_commands(app: Flask) -> None:
         purge_idempotency_keys,
         purge_tokens,
         purge_seat_intents,
+        purge_webhook_deliveries,
     ):
         app.cli.add_command(command)

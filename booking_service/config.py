@@ -58,6 +58,19 @@ def _bool(name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def _seconds_list(name: str, default: tuple[float, ...]) -> list[float]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return list(default)
+    try:
+        values = [float(item) for item in raw.split(",")]
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated seconds, got {raw!r}") from None
+    if any(value <= 0 for value in values):
+        raise ConfigError(f"{name} must be positive seconds, got {raw!r}")
+    return values
+
+
 def _str(name: str, default: str | None) -> str | None:
     raw = os.environ.get(name)
     return default if raw is None or raw == "" else raw
@@ -139,6 +152,28 @@ def from_environment() -> dict[str, Any]:
         "MAX_HELD_SEATS_PER_CUSTOMER": _int("MAX_HELD_SEATS_PER_CUSTOMER", 20, minimum=1),
         "HOLD_SWEEP_INTERVAL_SECONDS": _float("HOLD_SWEEP_INTERVAL_SECONDS", 0.5, minimum=0.0),
         "HOLD_SWEEP_LEASE_SECONDS": _float("HOLD_SWEEP_LEASE_SECONDS", 3.0, minimum=0.5),
+        # Webhooks (services/relay.py, webhook_http.py): the relay runs in every gunicorn
+        # worker, one sender at a time holding a lease in Redis (longer than one send and its
+        # record); it retries a failed message after each of WEBHOOK_RETRY_SECONDS in turn
+        # (about 3 days in all, like pretix), then keeps it as failed.
+        "WEBHOOK_RELAY_ENABLED": _bool("WEBHOOK_RELAY_ENABLED", True),
+        "WEBHOOK_RELAY_INTERVAL_SECONDS": _float(
+            "WEBHOOK_RELAY_INTERVAL_SECONDS", 0.5, minimum=0.05
+        ),
+        "WEBHOOK_RELAY_LEASE_SECONDS": _float("WEBHOOK_RELAY_LEASE_SECONDS", 30.0, minimum=1.0),
+        # Endpoint-and-event groups sent in parallel (in order within each).
+        "WEBHOOK_RELAY_CONCURRENCY": _int("WEBHOOK_RELAY_CONCURRENCY", 4, minimum=1),
+        "WEBHOOK_RETRY_SECONDS": _seconds_list(
+            "WEBHOOK_RETRY_SECONDS", (60, 300, 1800, 3600, 10800, 21600, 43200, 86400, 86400)
+        ),
+        # One attempt, connection to last byte kept (the first 1 KB of the answer).
+        "WEBHOOK_TIMEOUT_SECONDS": _float("WEBHOOK_TIMEOUT_SECONDS", 5.0, minimum=0.1),
+        # Receivers must be https, on public addresses; these open both up (tests, local
+        # development), never in production: private targets are how SSRF reaches inside.
+        "WEBHOOK_ALLOW_HTTP": _bool("WEBHOOK_ALLOW_HTTP", False),
+        "WEBHOOK_ALLOW_PRIVATE_TARGETS": _bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False),
+        # flask purge-webhook-deliveries deletes settled messages and attempts older than this.
+        "WEBHOOK_DELIVERY_RETENTION_DAYS": _int("WEBHOOK_DELIVERY_RETENTION_DAYS", 30, minimum=1),
         "TOKEN_TTL_HOURS": _int("TOKEN_TTL_HOURS", 24 * 30, minimum=1),
         # How long a resolved session is cached in Redis (services/sessions.py); logout takes
         # effect at once whatever this is. 0: every request looks its token up in PostgreSQL.
@@ -210,6 +245,12 @@ def validate(config: dict[str, Any]) -> None:
         raise ConfigError(
             "DB_STATEMENT_TIMEOUT_MS must be shorter than LOCK_EXPIRE_SECONDS, "
             "or a slow transaction outlives its lock lease"
+        )
+    send = config["WEBHOOK_TIMEOUT_SECONDS"] + config["DB_STATEMENT_TIMEOUT_MS"] / 1000
+    if config["WEBHOOK_RELAY_LEASE_SECONDS"] <= send:
+        raise ConfigError(
+            "WEBHOOK_RELAY_LEASE_SECONDS must be longer than WEBHOOK_TIMEOUT_SECONDS plus "
+            "DB_STATEMENT_TIMEOUT_MS, or another relay may take over while a message is sent"
         )
     for name in ("REDIS_SENTINELS", "REDIS_CLUSTER_NODES"):
         if config.get(name):

@@ -136,6 +136,23 @@ class CapacityBelowBookings(DomainError):
     status, code, title = 409, "capacity_below_bookings", "Capacity below seats already booked"
 
 
+class WebhookNotFound(DomainError):
+    status, code, title = 404, "webhook_not_found", "No such webhook endpoint"
+
+
+class WebhookDeliveryNotFound(DomainError):
+    status, code, title = 404, "webhook_delivery_not_found", "No such webhook delivery"
+
+
+class WebhookTargetRefused(DomainError):
+    status, code, title = (
+        422,
+        "webhook_target_refused",
+        "Webhooks are not sent to this URL (https only; no private, loopback or link-local "
+        "addresses)",
+    )
+
+
 class RateLimited(DomainError):
     status, code, title = 429, "rate_limited", "Too many requests"
 

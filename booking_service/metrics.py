@@ -115,6 +115,18 @@ seat_freed_to_offer_seconds = Histogram(
     "offer to the waitlist.",
     buckets=REQUEST_BUCKETS,
 )
+webhook_deliveries_total = Counter(
+    "booking_webhook_deliveries",
+    "Webhook delivery attempts by result: success, gone (410: the endpoint is disabled), "
+    "http_error (any other non-2xx, redirects included), timeout, connection_error, "
+    "refused_target (the URL's host resolved to an address webhooks are not sent to).",
+    ["result"],
+)
+webhook_delivery_seconds = Histogram(
+    "booking_webhook_delivery_seconds",
+    "Time of one webhook delivery attempt, from resolving the host to the answer.",
+    buckets=REQUEST_BUCKETS,
+)
 http_requests_total = Counter(
     "http_requests",
     "HTTP requests by method, endpoint and status.",

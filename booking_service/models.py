@@ -21,7 +21,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -498,3 +498,118 @@ WaitlistEntry.offer_hold_id = column_property(
 WaitlistEntry.offer_expires_at = column_property(
     _offer.with_only_columns(Hold.expires_at).correlate_except(Hold).scalar_subquery()
 )
+
+
+class WebhookEndpoint(Base):
+    """An organizer's receiver of webhooks: the event types it wants, for one event or all of
+    the organizer's, and the secret its messages are signed with (Standard Webhooks)."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (
+        # What the seat ledger's statement looks up once per batch: the enabled endpoints of
+        # the event's organizer.
+        Index(
+            "ix_webhook_endpoints_organizer_enabled",
+            "organizer_id",
+            postgresql_where=text("enabled"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    organizer_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    event_types: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    # None: every event of the organizer. No foreign key: event.deleted still reaches it.
+    event_id: Mapped[int | None] = mapped_column(BigInteger)
+    # whsec_<base64>: needed in clear to sign; never logged, shown on create and rotate only.
+    secret: Mapped[str] = mapped_column(String(64), nullable=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    # Why the relay disabled it (a 410 Gone), None when enabled or disabled by its owner.
+    disabled_reason: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+    def __repr__(self) -> str:  # no secret, no URL (it may carry credentials)
+        return f"<WebhookEndpoint {self.id} organizer={self.organizer_id} enabled={self.enabled}>"
+
+
+class MessageStatus(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class WebhookMessage(Base):
+    """The outbox: one message for one endpoint, written in the transaction of the change it
+    reports; the relay delivers it (services/relay.py)."""
+
+    __tablename__ = "webhook_messages"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'delivered', 'failed')", name="webhook_message_status_known"
+        ),
+        # The relay's scan: the oldest pending message of each endpoint and event.
+        Index(
+            "ix_webhook_messages_pending",
+            "endpoint_id",
+            "event_id",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_webhook_messages_created_at", "created_at"),  # the purge
+    )
+
+    # Order of the messages of one endpoint and event is the id's order: they are written
+    # under the event's row lock.
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    # No foreign key: its check would lock the endpoint's row (FOR KEY SHARE, a heap write)
+    # in every sale's transaction. Deleting an endpoint deletes its messages; the purge
+    # removes any written meanwhile (services/webhooks.py).
+    endpoint_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    event_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    type: Mapped[str] = mapped_column(String(32), nullable=False)
+    # The resource as stored at commit; the relay renders it with the API's schema.
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created_at()
+
+    @property
+    def webhook_id(self) -> str:
+        """The ``webhook-id`` header: the same on every attempt."""
+        return f"msg_{self.id}"
+
+
+class WebhookDelivery(Base):
+    """One attempt to deliver a message: when, what came back, how long it took."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
+        Index("ix_webhook_deliveries_attempted_at", "attempted_at"),  # the purge
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_messages.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    endpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), nullable=False
+    )
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # success, http_error, timeout, connection_error, refused_target
+    result: Mapped[str] = mapped_column(String(32), nullable=False)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    # The first 1 KB of the answer, or what went wrong before there was one.
+    response_body: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    message: Mapped[WebhookMessage] = relationship(lazy="joined")

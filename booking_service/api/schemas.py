@@ -8,10 +8,11 @@ from typing import Any
 import marshmallow as ma
 from flask_smorest import Api
 
-from booking_service.api.fields import encodable, id_field, text_field, username_field
+from booking_service.api.fields import encodable, id_field, no_nul, text_field, username_field
 from booking_service.models import BookingStatus, Event, HoldStatus, WaitlistEntry, WaitlistStatus
 from booking_service.services.events import WHEN_FILTERS
 from booking_service.services.history import ACTIONS, ENTITY_TYPES
+from booking_service.services.outbox import EVENT_TYPES
 
 
 class UtcDateTime(ma.fields.AwareDateTime):
@@ -195,10 +196,15 @@ class EventSchema(ma.Schema):
     updated_at = timestamp()
 
     def _is_past(self, event: Event) -> bool:
-        return event.is_past_at(datetime.now(UTC))
+        return event.is_past_at(_shown_at(event))
 
     def _is_ongoing(self, event: Event) -> bool:
-        return event.is_ongoing_at(datetime.now(UTC))
+        return event.is_ongoing_at(_shown_at(event))
+
+
+def _shown_at(event: Event) -> datetime:
+    """Now; for a webhook message, the moment of the change it reports."""
+    return getattr(event, "shown_at", None) or datetime.now(UTC)
 
 
 CAPACITY = {"validate": ma.validate.Range(min=1, max=1_000_000), "strict": True}
@@ -272,6 +278,7 @@ def document_schema_rules(api: Api) -> None:
     """
     # The _not_empty rule: a PATCH must change something.
     api.spec.components.schema("EventUpdate", {"minProperties": 1}, schema=EventUpdateSchema)
+    api.spec.components.schema("WebhookUpdate", {"minProperties": 1}, schema=WebhookUpdateSchema)
 
 
 class EventQuerySchema(ma.Schema):
@@ -476,3 +483,118 @@ class QueueStatsSchema(ma.Schema):
         allow_none=True,
         metadata={"description": "The pacer's estimate of the event's lock wait (Little's law)."},
     )
+
+
+# --- webhooks ---------------------------------------------------------------------------
+
+DELIVERY_RESULTS = [
+    "success",
+    "gone",
+    "http_error",
+    "timeout",
+    "connection_error",
+    "refused_target",
+]
+MESSAGE_STATUSES = ["pending", "delivered", "failed"]
+_EVENT_TYPE = ma.fields.String(validate=ma.validate.OneOf(EVENT_TYPES))
+_URL_DESCRIPTION = (
+    "Where messages are POSTed: https (http only where WEBHOOK_ALLOW_HTTP is set), no "
+    "credentials, a host whose every address is public (no loopback, private, link-local or "
+    "metadata address, checked now and again before every delivery; 422 "
+    "webhook_target_refused). Redirects are not followed."
+)
+
+
+def webhook_url(**kwargs: Any) -> ma.fields.Url:
+    """An absolute http(s) URL (the address rules are the service's: webhook_target_refused)."""
+    return ma.fields.Url(
+        schemes={"http", "https"},
+        require_tld=False,
+        validate=[ma.validate.Length(max=2000), no_nul, encodable],
+        metadata={"description": _URL_DESCRIPTION},
+        **kwargs,
+    )
+
+
+class WebhookSchema(ma.Schema):
+    id = ma.fields.Integer(dump_only=True)
+    url = ma.fields.String()
+    event_types = ma.fields.List(ma.fields.String(metadata={"enum": list(EVENT_TYPES)}))
+    event_id = ma.fields.Integer(
+        allow_none=True, metadata={"description": "Only this event's messages; null: all mine."}
+    )
+    enabled = ma.fields.Boolean(
+        metadata={"description": "False once a delivery was answered 410 Gone (or by PATCH)."}
+    )
+    disabled_reason = ma.fields.String(allow_none=True)
+    created_at = timestamp()
+    updated_at = timestamp()
+
+
+class WebhookWithSecretSchema(WebhookSchema):
+    secret = ma.fields.String(
+        metadata={
+            "description": "Standard Webhooks signing secret (whsec_...). Shown only in this "
+            "answer: keep it to verify the webhook-signature header of every message."
+        }
+    )
+
+
+class WebhookCreateSchema(ma.Schema):
+    url = webhook_url(required=True)
+    event_types = ma.fields.List(
+        _EVENT_TYPE, required=True, validate=ma.validate.Length(min=1, max=len(EVENT_TYPES))
+    )
+    event_id = id_field(
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "One of my events; omitted or null: all of them."},
+    )
+
+
+class WebhookUpdateSchema(ma.Schema):
+    url = webhook_url()
+    event_types = ma.fields.List(
+        _EVENT_TYPE, validate=ma.validate.Length(min=1, max=len(EVENT_TYPES))
+    )
+    enabled = ma.fields.Boolean(
+        metadata={"description": "true enables it again: its pending messages go out."}
+    )
+
+    @ma.validates_schema
+    def _not_empty(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not data:
+            raise ma.ValidationError("Send at least one field to change.")
+
+
+class WebhookMessageSchema(ma.Schema):
+    id = ma.fields.Integer()
+    webhook_id = ma.fields.String(
+        metadata={"description": "The webhook-id header it is sent with."}
+    )
+    type = ma.fields.String(metadata={"enum": list(EVENT_TYPES)})
+    event_id = ma.fields.Integer()
+    status = ma.fields.String(metadata={"enum": MESSAGE_STATUSES})
+    attempts = ma.fields.Integer()
+    next_attempt_at = timestamp()
+    delivered_at = timestamp(allow_none=True)
+    created_at = timestamp()
+
+
+class WebhookDeliverySchema(ma.Schema):
+    id = ma.fields.Integer()
+    message_id = ma.fields.Integer()
+    webhook_id = ma.fields.String(attribute="message.webhook_id")
+    type = ma.fields.String(attribute="message.type", metadata={"enum": list(EVENT_TYPES)})
+    message_status = ma.fields.String(
+        attribute="message.status", metadata={"enum": MESSAGE_STATUSES}
+    )
+    attempt = ma.fields.Integer(metadata={"description": "1 for the first try."})
+    attempted_at = timestamp()
+    result = ma.fields.String(metadata={"enum": DELIVERY_RESULTS})
+    status_code = ma.fields.Integer(allow_none=True, metadata={"description": "HTTP status."})
+    latency_ms = ma.fields.Integer()
+    response_body = ma.fields.String(
+        allow_none=True, metadata={"description": "The first 1 KB of the answer."}
+    )
+    error = ma.fields.String(allow_none=True, metadata={"description": "Why there was none."})

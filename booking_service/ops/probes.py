@@ -24,6 +24,7 @@ from booking_service.ops.scrape_gauges import (
     upcoming_capacity,
 )
 from booking_service.redis_clients import redis_client
+from booking_service.services.relay import OutboxState, outbox_state
 from booking_service.web.problems import problem_response
 
 blp = Blueprint("ops", __name__, description="Health and metrics")
@@ -58,6 +59,7 @@ def _scrape_state() -> ScrapeState:
         capacity=upcoming,
         hot_events=_hot_events() if redis_up else (),
         queues=_hot_queues() if redis_up and upcoming is not None else (),
+        outbox=_outbox() if upcoming is not None else None,
     )
 
 
@@ -124,3 +126,12 @@ class Metrics(MethodView):
             raise Unauthorized("Send 'Authorization: Bearer <METRICS_TOKEN>'.")
         body, content_type = metrics.render_latest(ScrapeTimeCollector(_scrape_state))
         return Response(body, content_type=content_type)
+
+
+def _outbox() -> OutboxState | None:
+    """The webhook outbox's lag and backlog (services/relay.py)."""
+    try:
+        return outbox_state()
+    except Exception:  # the scrape must still report everything else
+        log.warning("webhook outbox not exported", exc_info=True)
+        return None

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from booking_service.database import db
 from booking_service.redis_clients import redis_client, round_trip
 from booking_service.services import pacer, waitroom
+from booking_service.services.relay import OutboxState
 
 # An upcoming event this full raises the capacity alert (deploy/alerts.yml).
 NEAR_CAPACITY_RATIO = 0.9
@@ -102,6 +103,8 @@ class ScrapeState:
     hot_events: tuple[tuple[int, float], ...] = ()
     # The deepest open waiting rooms, a handful at most.
     queues: tuple[QueueGauge, ...] = ()
+    # The webhook outbox (services/relay.py); None when it could not be read.
+    outbox: OutboxState | None = None
 
 
 class ScrapeTimeCollector:
@@ -192,3 +195,29 @@ class ScrapeTimeCollector:
                 if value is not None:
                     family.add_metric([str(queue.event_id)], float(value))
         yield from families.values()
+        if state.outbox is not None:
+            outbox = state.outbox
+            for name, help_text, value in (
+                (
+                    "booking_webhook_outbox_lag_seconds",
+                    "Age of the oldest undelivered webhook message (0: none), retries included.",
+                    outbox.lag,
+                ),
+                (
+                    "booking_webhook_outbox_overdue_seconds",
+                    "How long the most overdue due delivery attempt has waited for the relay "
+                    "(0: none): the relay's own lag, whatever the receivers answer.",
+                    outbox.overdue,
+                ),
+                (
+                    "booking_webhook_outbox_pending",
+                    "Undelivered webhook messages of enabled endpoints.",
+                    outbox.pending,
+                ),
+                (
+                    "booking_webhook_endpoints_disabled",
+                    "Webhook endpoints disabled (by a 410 Gone answer or their owner).",
+                    outbox.disabled,
+                ),
+            ):
+                yield GaugeMetricFamily(name, help_text, value=float(value))

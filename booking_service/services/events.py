@@ -14,7 +14,7 @@ from booking_service.errors import (
     ValidationFailed,
 )
 from booking_service.models import Booking, BookingStatus, Event, Role, User
-from booking_service.services import MAX_ID, Page, PageRequest, history, ledger, paginate
+from booking_service.services import MAX_ID, Page, PageRequest, history, ledger, outbox, paginate
 
 WHEN_FILTERS = ("upcoming", "ongoing", "past")
 EDITABLE_FIELDS = (
@@ -189,6 +189,7 @@ def _apply_event_changes(change: ledger.EventChange, actor: User, changes: dict[
     )
     session.flush()
     session.refresh(event)  # every column, for the answer after the session closes
+    outbox.emit(session, event=event, type_="event.updated")  # in the edit's transaction
     return event
 
 
@@ -202,6 +203,7 @@ def delete_event(*, actor: User, event_id: int) -> None:
             .select_from(Booking)
             .where(Booking.event_id == event_id, Booking.status == BookingStatus.ACTIVE.value)
         )
+        outbox.emit(session, event=event, type_="event.deleted")  # the event as it was
         session.execute(delete(Event).where(Event.id == event_id))
         history.record(
             session,

@@ -14,7 +14,8 @@ its first outcome and changes nothing, and anyone can read an intent's outcome a
 from __future__ import annotations
 
 from booking_service.database import StoredFunction
-from booking_service.services import history
+from booking_service.services import history, outbox
+from booking_service.services.outbox import emit_sql
 
 # The waitlist's starvation bound: an entry passed over this many times by later, smaller ones
 # stops later entries from being offered anything until it is served.
@@ -49,6 +50,12 @@ def _history(
     )
 
 
+# A waitlist entry as the API shows it once offered: its place in the queue and its offer.
+_OFFERED_JSON = """to_jsonb(w) || jsonb_build_object('status', 'offered', 'updated_at', now(),
+                    'position', (SELECT count(*) + 1 FROM waitlist_entries x
+                                  WHERE x.event_id = ev.id AND x.id < w.id
+                                    AND x.status IN ('waiting', 'offered')),
+                    'offer_hold_id', h.id, 'offer_expires_at', h.expires_at)"""
 _OFFER_HISTORY = _history(
     "w.customer_id", "offer", "waitlist_entry", "w.id", "w.seats", hold_id="h.id"
 )
@@ -73,6 +80,8 @@ _OFFER = f"""
                 VALUES (ev.id, w.customer_id, w.seats, 'held', at + p_offer_ttl, w.id, now(), now())
                 RETURNING * INTO h;
                 UPDATE waitlist_entries SET status = 'offered', updated_at = now() WHERE id = w.id;
+                {emit_sql("hold.created", "to_jsonb(h)")}
+                {emit_sql("waitlist.offered", _OFFERED_JSON)}
                 ev.held_count := ev.held_count + w.seats;
                 ev.waitlist_length := ev.waitlist_length - 1;
                 offers := offers + 1;
@@ -81,6 +90,14 @@ _OFFER = f"""
         END IF;"""
 
 _BOOKING_JSON = "to_jsonb(b)"
+_EXPIRED_HOLD_JSON = "to_jsonb(h) || jsonb_build_object('status', 'expired', 'updated_at', now())"
+_LAPSED_ENTRY_JSON = "(SELECT to_jsonb(x) FROM waitlist_entries x WHERE x.id = h.waitlist_entry_id)"
+# A deleted active booking is reported as cancelled: its seats came free, the row is gone.
+_DELETED_BOOKING_JSON = (
+    "to_jsonb(b) || jsonb_build_object('status', 'cancelled', 'updated_at', now())"
+)
+# The event as the API shows it after the batch (the counters are written at the end).
+_EVENT_JSON = "to_jsonb(ev) || jsonb_build_object('updated_at', now(), 'lapsed_hold_seats', 0)"
 _HOLD_JSON = "to_jsonb(h)"
 
 APPLY_INTENTS = StoredFunction(
@@ -108,6 +125,9 @@ DECLARE
     freed boolean := false;
     conversions integer := 0;
     lapsed_since timestamptz;
+    hooks jsonb;
+    fresh boolean;
+    free_before integer;
 BEGIN
     SELECT * INTO ev FROM events WHERE id = p_event_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -117,6 +137,9 @@ BEGIN
         RETURN;
     END IF;
     ev0 := ev;
+    -- Who wants webhooks about this event, and which (services/outbox.py).
+    {outbox.HOOKS_SQL}
+    free_before := ev.capacity - ev.booked_count - ev.held_count;
     -- The cap on held seats across events reads the customer's other events: their user rows
     -- are locked, always in id order after one event row, so no two batches can deadlock.
     PERFORM 1 FROM users
@@ -128,9 +151,14 @@ BEGIN
     FOR h IN SELECT * FROM holds WHERE event_id = ev.id AND status = 'held' AND expires_at <= at
               ORDER BY id FOR UPDATE LOOP
         UPDATE holds SET status = 'expired', updated_at = now() WHERE id = h.id;
+        {emit_sql("hold.expired", _EXPIRED_HOLD_JSON)}
         UPDATE waitlist_entries SET status = 'expired', updated_at = now()
          WHERE id = h.waitlist_entry_id AND status = 'offered';
+        IF FOUND THEN
+            {emit_sql("waitlist.offer_lapsed", _LAPSED_ENTRY_JSON)}
+        END IF;
         ev.held_count := ev.held_count - h.seats;
+        free_before := free_before + h.seats;  -- lapsed seats already showed as free
         expired := expired + 1;
         lapsed_since := least(lapsed_since, h.expires_at);
         {_history("h.customer_id", "expire", "hold", "h.id", "h.seats")}
@@ -188,6 +216,7 @@ BEGIN
             IF res IS NULL THEN
                 ev.booked_count := ev.booked_count + n;
                 {_history("cust", "create", "booking", "b.id", "n")}
+                {emit_sql("booking.created", _BOOKING_JSON)}
                 res := jsonb_build_object('booking', {_BOOKING_JSON});
             END IF;
 
@@ -216,6 +245,7 @@ BEGIN
                     RETURNING * INTO b;
                     ev.booked_count := ev.booked_count + b.seats;
                     {_history("cust", "reactivate", "booking", "b.id", "b.seats")}
+                    {emit_sql("booking.reactivated", _BOOKING_JSON)}
                 END IF;
             ELSIF kind = 'change' THEN
                 before := b.seats;
@@ -235,6 +265,7 @@ BEGIN
                     ev.booked_count := ev.booked_count + n - before;
                     freed := freed OR n < before;
                     {_history("cust", "seats", "booking", "b.id", "n", seats_before="before")}
+                    {emit_sql("booking.seats_changed", _BOOKING_JSON)}
                 END IF;
             ELSIF kind = 'cancel' THEN
                 IF b.status <> 'active' THEN
@@ -248,6 +279,7 @@ BEGIN
                     ev.booked_count := ev.booked_count - b.seats;
                     freed := true;
                     {_history("cust", "cancel", "booking", "b.id", "b.seats")}
+                    {emit_sql("booking.cancelled", _BOOKING_JSON)}
                 END IF;
             ELSE  -- delete: an active booking follows the cancel rule; a cancelled one holds none
                 IF b.status = 'active' THEN {_CLOSED}
@@ -257,6 +289,7 @@ BEGIN
                     IF b.status = 'active' THEN
                         ev.booked_count := ev.booked_count - b.seats;
                         freed := true;
+                        {emit_sql("booking.cancelled", _DELETED_BOOKING_JSON)}
                     END IF;
                     DELETE FROM bookings WHERE id = b.id;
                 END IF;
@@ -292,6 +325,7 @@ BEGIN
                 RETURNING * INTO h;
                 ev.held_count := ev.held_count + n;
                 {_history("cust", "hold", "hold", "h.id", "n")}
+                {emit_sql("hold.created", _HOLD_JSON)}
                 res := jsonb_build_object('hold', {_HOLD_JSON});
             END IF;
 
@@ -310,7 +344,8 @@ BEGIN
                 IF res IS NULL THEN
                     SELECT * INTO b FROM bookings WHERE event_id = ev.id AND customer_id = cust
                        AND status = 'active' FOR UPDATE;
-                    IF NOT FOUND THEN
+                    fresh := NOT FOUND;
+                    IF fresh THEN
                         INSERT INTO bookings (event_id, customer_id, status, seats,
                                               created_at, updated_at)
                         VALUES (ev.id, cust, 'active', h.seats, now(), now()) RETURNING * INTO b;
@@ -332,6 +367,12 @@ BEGIN
                         conversions := conversions + 1;
                     END IF;
                     {_history("cust", "confirm", "hold", "h.id", "h.seats", booking_id="b.id")}
+                    {emit_sql("hold.confirmed", _HOLD_JSON)}
+                    IF fresh THEN
+                        {emit_sql("booking.created", _BOOKING_JSON)}
+                    ELSE
+                        {emit_sql("booking.seats_changed", _BOOKING_JSON)}
+                    END IF;
                     res := jsonb_build_object('booking', {_BOOKING_JSON}, 'hold', {_HOLD_JSON});
                 END IF;
             ELSE  -- release; a declined waitlist offer takes its entry off the waitlist
@@ -342,6 +383,7 @@ BEGIN
                 ev.held_count := ev.held_count - h.seats;
                 freed := true;
                 {_history("cust", "release", "hold", "h.id", "h.seats")}
+                {emit_sql("hold.released", _HOLD_JSON)}
                 res := jsonb_build_object('hold', {_HOLD_JSON});
             END IF;
 
@@ -391,6 +433,7 @@ BEGIN
                         ev.held_count := ev.held_count - h.seats;
                         freed := true;
                         {_history("cust", "release", "hold", "h.id", "h.seats")}
+                        {emit_sql("hold.released", _HOLD_JSON)}
                     END LOOP;
                 ELSE
                     ev.waitlist_length := ev.waitlist_length - 1;
@@ -437,6 +480,9 @@ BEGIN
        SET booked_count = ev.booked_count, held_count = ev.held_count,
            waitlist_length = ev.waitlist_length, capacity = ev.capacity, updated_at = now()
      WHERE id = ev.id;
+    END IF;
+    IF free_before > 0 AND ev.capacity - ev.booked_count - ev.held_count <= 0 THEN
+        {emit_sql("event.sold_out", _EVENT_JSON)}
     END IF;
     -- The batch's summary, under no intent id: what the caller announces and counts.
     RETURN QUERY SELECT NULL::text, jsonb_build_object(

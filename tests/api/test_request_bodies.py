@@ -169,8 +169,9 @@ def test_415_is_documented_on_every_operation_with_a_json_body(client: FlaskClie
             (with_body if "requestBody" in operation else without_body).append(
                 (method, path, operation["responses"])
             )
-    # register x2, login, create and update an event, book, change seats, hold, join a waitlist
-    assert len(with_body) == 9
+    # register x2, login, create and update an event, book, change seats, hold, join a waitlist,
+    # create and update a webhook endpoint
+    assert len(with_body) == 11
     for method, path, responses in with_body:
         assert "unsupported_media_type" in responses.get("415", {}).get("description", ""), (
             method,

@@ -95,6 +95,7 @@ class World:
     booking_id: int  # the customer's cancelled booking on it
     active_booking_id: int  # the customer's active booking on a second event
     sold_out_event_id: int  # an event whose one seat someone else booked
+    webhook_id: int  # the organizer's webhook endpoint
 
 
 @pytest.fixture
@@ -111,9 +112,22 @@ def world(app: Flask, client: FlaskClient) -> World:
     sold_out = factories.create_event(client, organizer["token"], capacity=1)
     taken = factories.book(client, factories.customer(client)["token"], sold_out["id"])
     assert taken.status_code == 201
+    webhook = client.post(f"{API}/webhooks", json=WEBHOOK, headers=auth(organizer["token"]))
+    assert webhook.status_code == 201, webhook.get_json()
     return World(
-        client, organizer, customer, event["id"], booking["id"], active["id"], sold_out["id"]
+        client,
+        organizer,
+        customer,
+        event["id"],
+        booking["id"],
+        active["id"],
+        sold_out["id"],
+        webhook.get_json()["id"],
     )
+
+
+# A public address, so no name lookup: valid wherever the tests run.
+WEBHOOK = {"url": "https://93.184.216.34/hooks", "event_types": ["booking.created"]}
 
 
 def _future(hours: float) -> str:
@@ -171,6 +185,12 @@ def _valid_request(world: World, method: str, path: str) -> tuple[str, dict[str,
             f"{API}/events/{world.sold_out_event_id}/waitlist",
             {"seats": 1},
             customer,
+        ),
+        ("post", f"{API}/webhooks"): (path, WEBHOOK, organizer),
+        ("patch", f"{API}/webhooks/{{webhook_id}}"): (
+            f"{API}/webhooks/{world.webhook_id}",
+            WEBHOOK,
+            organizer,
         ),
     }
     assert (method, path) in requests, f"no valid request known for {method.upper()} {path}"

@@ -13,6 +13,9 @@ before they are sent (negative cases are left alone):
 - in the history query, ``until`` must not be before ``since`` (the two are swapped);
 - a new username must not hold invisible formatting characters beyond U+FFFF (the pattern
   cannot list them; the field description says so): they are dropped;
+- a webhook's ``url`` must be an http(s) URL whose host has only public addresses (its
+  description says so; which addresses a name has is not the document's to say): a positive
+  body's URL becomes a public address's;
 - an ``Idempotency-Key`` is single-use per request body. Generated keys repeat across
   examples, and a key reused with another body is rightly 422; each example therefore starts
   with no remembered keys, like a client that never reuses one.
@@ -140,6 +143,15 @@ def _obey_username_rule(case: Any) -> None:
         body["username"] = kept if kept.strip() else "fuzz-user"
 
 
+def _obey_webhook_url_rule(case: Any) -> None:
+    """A positive webhook body's URL: an https URL on a public address (no name to look up)."""
+    body = case.body
+    if not isinstance(body, dict) or case.meta.is_negative_at(ParameterLocation.BODY):
+        return
+    if "url" in body:
+        body["url"] = "https://93.184.216.34/hooks"
+
+
 def _forget_idempotency_keys() -> None:
     with db.transaction() as session:
         session.execute(text("DELETE FROM idempotency_keys"))
@@ -152,6 +164,8 @@ def _call(case: Any, token: str, role: str) -> None:
         _obey_history_range_rule(case)
     elif case.operation.path.startswith("/api/v1/auth/register/"):
         _obey_username_rule(case)
+    elif case.operation.path.startswith("/api/v1/webhooks"):
+        _obey_webhook_url_rule(case)
     _forget_idempotency_keys()
     SENT[(role, case.operation.label, case.meta.generation.mode.value)] += 1
     if case.meta.is_negative_at(ParameterLocation.HEADER):
