@@ -24,12 +24,8 @@ Per event with its waiting room on and bookings still open:
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -42,29 +38,11 @@ from booking_service.locking import LockStats, stats_key
 from booking_service.models import Event
 from booking_service.redis_clients import REDIS_ERRORS, redis_client
 from booking_service.services import waitroom
+from booking_service.services.leased_loop import LeasedLoop
 
 log = logging.getLogger(__name__)
 
 LEASE_KEY = "waitroom-pacer:lease"
-# Take the lease if nobody has it, or renew it if it is ours; 1 when we hold it now.
-_LEASE_SCRIPT = """
-local holder = redis.call('get', KEYS[1])
-if holder == ARGV[1] then
-    redis.call('pexpire', KEYS[1], ARGV[2])
-    return 1
-end
-if holder then
-    return 0
-end
-redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-_RELEASE_SCRIPT = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('del', KEYS[1])
-end
-return 0
-"""
 EVENTS_PER_ROUND = 100
 # Automatic pacing never goes below this (admissions per second): a lock busy with other
 # work still lets the queue move.
@@ -132,15 +110,17 @@ class Paced:
     lock_wait_ms: float
 
 
-class Pacer:
+class Pacer(LeasedLoop):
+    lease_key = LEASE_KEY
+    thread_name = "waitroom-pacer"
+    failure_message = "waiting room pacing failed"  # a pacer that dies admits nobody
+
     def __init__(self) -> None:
-        self.interval = 0.25
-        self.lease_seconds = 3.0
+        super().__init__(interval=0.25, lease_seconds=3.0)
         self.target_wait = 0.05
         self.start_rate = 5.0
         self.max_rate = 500.0
         self.fresh_seconds = FRESH_ADMISSION_SECONDS
-        self.holder = "local"
         self.controllers: dict[int, Controller] = {}
         # The serving counter each event had after this pacer's last round: a lower one
         # means Redis lost admissions in a failover (services/waitroom.py, ADMIT_SCRIPT).
@@ -148,52 +128,22 @@ class Pacer:
         # Redis' clock at each event's last round: automatic pacing grows only once the sale
         # has started (a pre-queue on an idle lock says nothing about what it can take).
         self.clock: dict[int, datetime] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def configure(self, config: dict[str, Any]) -> None:
-        self.interval = float(config["WAITING_ROOM_PACE_INTERVAL_SECONDS"])
-        self.lease_seconds = float(config["WAITING_ROOM_PACER_LEASE_SECONDS"])
+        self.configure_lease(
+            config,
+            interval="WAITING_ROOM_PACE_INTERVAL_SECONDS",
+            lease="WAITING_ROOM_PACER_LEASE_SECONDS",
+        )
         self.target_wait = float(config["WAITING_ROOM_TARGET_LOCK_WAIT_MS"]) / 1000
         self.start_rate = float(config["WAITING_ROOM_START_RATE"])
         self.max_rate = float(config["WAITING_ROOM_MAX_RATE"])
-        self.holder = f"{config['INSTANCE_NAME']}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.controllers.clear()
         self.served.clear()
         self.clock.clear()
 
-    def start(self) -> None:
-        """Pace in a daemon thread of this process (0 interval: never)."""
-        if self.interval <= 0 or self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="waitroom-pacer", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop, and hand the lease back at once."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.interval + 5)
-            self._thread = None
-        with contextlib.suppress(*REDIS_ERRORS):  # else it runs out on its own
-            redis_client.get().eval(_RELEASE_SCRIPT, 1, LEASE_KEY, self.holder)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.pace_once()
-            except Exception:  # a pacer that dies admits nobody: log and go on
-                log.exception("waiting room pacing failed")
-
-    def holds_lease(self) -> bool:
-        try:
-            answer = redis_client.get().eval(
-                _LEASE_SCRIPT, 1, LEASE_KEY, self.holder, int(self.lease_seconds * 1000)
-            )
-        except REDIS_ERRORS:
-            return False
-        return bool(answer)
+    def run_round(self) -> list[Paced]:
+        return self.pace_once()
 
     def pace_once(self) -> list[Paced]:
         """One round over the open queues, if this process holds the lease."""

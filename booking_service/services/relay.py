@@ -25,12 +25,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import threading
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,31 +38,12 @@ from booking_service import metrics
 from booking_service.database import db
 from booking_service.errors import DomainError
 from booking_service.models import MessageStatus
-from booking_service.redis_clients import REDIS_ERRORS, redis_client
 from booking_service.services import webhook_http
+from booking_service.services.leased_loop import LeasedLoop
 
 log = logging.getLogger(__name__)
 
 LEASE_KEY = "webhook-relay:lease"
-# The hold sweeper's lease scripts (services/sweeper.py), for another key.
-_LEASE_SCRIPT = """
-local holder = redis.call('get', KEYS[1])
-if holder == ARGV[1] then
-    redis.call('pexpire', KEYS[1], ARGV[2])
-    return 1
-end
-if holder then
-    return 0
-end
-redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-_RELEASE_SCRIPT = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('del', KEYS[1])
-end
-return 0
-"""
 # A round sends at most this many endpoint-and-event groups, this many messages each, so that
 # it ends and the next round sees newly due messages of other groups.
 GROUPS_PER_ROUND = 200
@@ -141,17 +118,17 @@ def _as_is(type_: str, data: dict[str, Any], occurred_at: datetime) -> dict[str,
     return data
 
 
-class WebhookRelay:
+class WebhookRelay(LeasedLoop):
+    lease_key = LEASE_KEY
+    thread_name = "webhook-relay"
+    failure_message = "webhook relay round failed"  # a relay that dies stops delivering
+
     def __init__(self) -> None:
+        super().__init__(interval=0.5, lease_seconds=30.0)
         self.enabled = True
-        self.interval = 0.5
-        self.lease_seconds = 30.0
         self.concurrency = 4
         self.retry_seconds: tuple[float, ...] = DEFAULT_RETRY_SECONDS
-        self.holder = "local"
         self.render: Callable[[str, dict[str, Any], datetime], dict[str, Any]] = _as_is
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
 
     def configure(
@@ -161,43 +138,30 @@ class WebhookRelay:
         render: Callable[[str, dict[str, Any], datetime], dict[str, Any]] | None = None,
     ) -> None:
         self.enabled = bool(config["WEBHOOK_RELAY_ENABLED"])
-        self.interval = float(config["WEBHOOK_RELAY_INTERVAL_SECONDS"])
-        self.lease_seconds = float(config["WEBHOOK_RELAY_LEASE_SECONDS"])
+        self.configure_lease(
+            config, interval="WEBHOOK_RELAY_INTERVAL_SECONDS", lease="WEBHOOK_RELAY_LEASE_SECONDS"
+        )
         self.concurrency = int(config["WEBHOOK_RELAY_CONCURRENCY"])
         self.retry_seconds = tuple(config["WEBHOOK_RETRY_SECONDS"])
-        self.holder = f"{config['INSTANCE_NAME']}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         if render is not None:
             self.render = render
         webhook_http.settings.allow_http = bool(config["WEBHOOK_ALLOW_HTTP"])
         webhook_http.settings.allow_private = bool(config["WEBHOOK_ALLOW_PRIVATE_TARGETS"])
         webhook_http.settings.timeout = float(config["WEBHOOK_TIMEOUT_SECONDS"])
 
-    def start(self) -> None:
-        """Start relaying in a daemon thread of this process (unless disabled)."""
-        if not self.enabled or self.interval <= 0 or self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="webhook-relay", daemon=True)
-        self._thread.start()
+    def runs_here(self) -> bool:
+        return self.enabled and super().runs_here()
 
-    def stop(self) -> None:
-        """Stop, and hand the lease back at once so another worker need not wait it out."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.interval + webhook_http.settings.timeout + 5)
-            self._thread = None
+    def round_timeout(self) -> float:
+        return webhook_http.settings.timeout + 5  # one send in flight finishes
+
+    def after_stop(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-        with suppress(*REDIS_ERRORS):  # else it runs out on its own
-            redis_client.get().eval(_RELEASE_SCRIPT, 1, LEASE_KEY, self.holder)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.run_once()
-            except Exception:  # a relay that dies stops delivering: log and go on
-                log.exception("webhook relay round failed")
+    def run_round(self) -> int:
+        return self.run_once()
 
     def run_once(self) -> int:
         """One round: if this process holds the lease, send what is due; attempts made."""
@@ -217,7 +181,7 @@ class WebhookRelay:
         """Send the group's due messages in id order, until one fails; attempts made."""
         attempts = 0
         try:
-            while attempts < MESSAGES_PER_GROUP and not self._stop.is_set():
+            while attempts < MESSAGES_PER_GROUP and not self.stopping:
                 # The lease first: it then covers reading the head, sending and recording it.
                 if not self.holds_lease():
                     break
@@ -299,15 +263,6 @@ class WebhookRelay:
             log.warning("webhook endpoint %s answered 410 Gone: disabled", endpoint_id)
         elif status == MessageStatus.FAILED.value:
             log.warning("webhook message %s failed after %d attempts", head.id, attempt)
-
-    def holds_lease(self) -> bool:
-        try:
-            answer = redis_client.get().eval(
-                _LEASE_SCRIPT, 1, LEASE_KEY, self.holder, int(self.lease_seconds * 1000)
-            )
-        except REDIS_ERRORS:
-            return False  # without Redis nobody can be sure to be alone: nobody sends
-        return bool(answer)
 
 
 # The outbox as the scrape sees it (services/relay.py's metrics, docs/architecture.md).
