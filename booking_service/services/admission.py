@@ -70,10 +70,10 @@ def admit(
     commands = [("GET", sessions.session_key(token_hash))]
     if event_id is not None:
         commands.append(event_snapshots.version_command(event_id))
-    read_queue = queue and event_id is not None and user_id is not None
-    if read_queue:
-        assert event_id is not None and user_id is not None
+    read_queue = False
+    if queue and event_id is not None and user_id is not None:
         commands.append(waitroom.read_command(event_id, user_id))
+        read_queue = True
     commands += limiter.commands(counted)
     try:
         replies = round_trip(redis_client.get(), commands)

@@ -88,9 +88,7 @@ def create_booking(
         # Cheap rejections: no lock, no write, and mostly no read either (a snapshot).
         event = event_snapshots.recent(event_id, version=event_version, seats=seats)
         event = prechecks.require_event(event, event_id)
-        prechecks.refuse_unless_open(event, prechecks.now())
-        waitroom.refuse_unless_admitted(event, customer_id=customer.id, seen=queue)
-        prechecks.refuse_unless_bookable(event, prechecks.now(), seats)
+        waitroom.refuse_newcomer(event, customer_id=customer.id, seats=seats, seen=queue)
         outcome = ledger.run(
             event_id, book := ledger.intent("book", customer_id=customer.id, seats=seats)
         )

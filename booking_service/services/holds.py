@@ -57,9 +57,7 @@ def create_hold(
     shown = prechecks.require_event(
         event_snapshots.recent(event_id, version=event_version, seats=seats), event_id
     )
-    prechecks.refuse_unless_open(shown, prechecks.now())
-    waitroom.refuse_unless_admitted(shown, customer_id=customer.id, seen=queue)
-    prechecks.refuse_unless_bookable(shown, prechecks.now(), seats)
+    waitroom.refuse_newcomer(shown, customer_id=customer.id, seats=seats, seen=queue)
     outcome = ledger.submit(event_id, ledger.intent("hold", customer_id=customer.id, seats=seats))
     metrics.holds_total.labels(outcome="created").inc()
     return ledger.hold_of(outcome)

@@ -70,12 +70,17 @@ def refuse_too_many(event: Event, seats: int) -> None:
 
 
 def refuse_unless_bookable(event: Event, at: datetime, seats: int) -> None:
-    """Raise why a newcomer cannot take ``seats`` on the event now, if so.
+    """Raise why a newcomer cannot take ``seats`` on the event now, if so."""
+    refuse_unless_open(event, at)
+    refuse_unless_seats_free(event, seats)
+
+
+def refuse_unless_seats_free(event: Event, seats: int) -> None:
+    """Raise why ``seats`` are not there for a newcomer on an open event, if so.
 
     All or nothing: fewer free seats than asked is ``event_full``, with the seats that are
     free; so is any seat while someone waits on the waitlist (freed seats are theirs first).
     """
-    refuse_unless_open(event, at)
     refuse_too_many(event, seats)
     if event.waitlist_length > 0:
         raise EventFull(

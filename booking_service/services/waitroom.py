@@ -33,6 +33,7 @@ from typing import Any
 from booking_service.errors import LockUnavailable, QueueRequired, SaleNotStarted
 from booking_service.models import Event
 from booking_service.redis_clients import REDIS_ERRORS, redis_client, round_trip
+from booking_service.services import prechecks
 from booking_service.services.snapshots import version_key
 
 # Keys live until an hour after the event's start: bookings close at the start.
@@ -319,6 +320,14 @@ def refuse_unless_admitted(event: Event, *, customer_id: int, seen: Seen | None)
             "book once admitted.",
             **extensions,
         )
+
+
+def refuse_newcomer(event: Event, *, customer_id: int, seats: int, seen: Seen | None) -> None:
+    """Every refusal a hold or booking gets before the lock, in order: the event ended or
+    started, the gate (sale start, waiting room), then the seats."""
+    prechecks.refuse_unless_open(event, prechecks.now())
+    refuse_unless_admitted(event, customer_id=customer_id, seen=seen)
+    prechecks.refuse_unless_seats_free(event, seats)
 
 
 # --- changing an entry --------------------------------------------------------------------
